@@ -1,0 +1,57 @@
+//! Block devices behind one trait, in SPDK's model.
+//!
+//! A [`Bdev`] is shared by every reactor (`Arc<dyn Bdev>`), so all methods
+//! take `&self`; implementations must not serialise reactors behind one lock
+//! on the I/O path. Addresses and lengths are in logical blocks
+//! ([`Lba`], [`BlockCount`]); buffers are byte slices whose length is a
+//! whole number of blocks.
+
+mod error;
+mod geometry;
+
+pub use error::{BdevError, ErrorKind};
+pub use geometry::{BlockCount, BlockSize, Geometry, Lba};
+
+/// Whether a write must reach stable storage before it completes (SBC-4 FUA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The write may sit in a volatile cache until the next flush.
+    Cached,
+    /// Force Unit Access: on stable storage when the call returns.
+    Fua,
+}
+
+/// Provisioning state of a run of blocks, for GET LBA STATUS (SBC-4 5.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provisioning {
+    Mapped,
+    Deallocated,
+}
+
+/// One block device. Stackable: a virtual bdev wraps an `Arc<dyn Bdev>`.
+pub trait Bdev: Send + Sync + std::fmt::Debug {
+    /// The volume name this bdev was created for.
+    fn name(&self) -> &str;
+
+    /// Block size, block count and capabilities, as of now (a resize changes it).
+    fn geometry(&self) -> Geometry;
+
+    /// Reads `buf.len()` bytes starting at `lba`.
+    fn read(&self, lba: Lba, buf: &mut [u8]) -> Result<(), BdevError>;
+
+    /// Writes `buf` starting at `lba`.
+    fn write(&self, lba: Lba, buf: &[u8], durability: Durability) -> Result<(), BdevError>;
+
+    /// Makes every completed write durable.
+    fn flush(&self) -> Result<(), BdevError>;
+
+    /// Deallocates blocks; they read back as zeroes afterwards.
+    fn unmap(&self, lba: Lba, count: BlockCount) -> Result<(), BdevError>;
+
+    /// Provisioning of the run of blocks that starts at `lba`: its state and
+    /// how many blocks (at least 1) share it.
+    fn provisioning(&self, lba: Lba) -> Result<(Provisioning, BlockCount), BdevError>;
+
+    /// Grows or shrinks the device to `blocks` blocks.
+    fn resize(&self, blocks: BlockCount) -> Result<(), BdevError>;
+}
