@@ -48,3 +48,19 @@ impl BdevError {
         }
     }
 }
+
+impl BdevError {
+    /// An operating-system failure of `op`, classified as `kind`.
+    pub(crate) fn io(op: &'static str, kind: ErrorKind, source: std::io::Error) -> Self {
+        BdevError::Io { op, kind, source }
+    }
+
+    /// A failure to open, create or resize, with a message that says what to fix.
+    pub(crate) fn setup(op: &'static str, message: String) -> Self {
+        BdevError::Io {
+            op,
+            kind: ErrorKind::Setup,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, message),
+        }
+    }
+}

@@ -6,11 +6,19 @@
 //! ([`Lba`], [`BlockCount`]); buffers are byte slices whose length is a
 //! whole number of blocks.
 
+mod aligned;
+mod check;
 mod error;
+mod file;
 mod geometry;
+mod malloc;
+mod uring;
 
+pub use aligned::AlignedBuf;
 pub use error::{BdevError, ErrorKind};
+pub use file::FileBdev;
 pub use geometry::{BlockCount, BlockSize, Geometry, Lba};
+pub use malloc::MallocBdev;
 
 /// Whether a write must reach stable storage before it completes (SBC-4 FUA).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

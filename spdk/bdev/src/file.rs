@@ -1,0 +1,562 @@
+//! A bdev on a regular file or a block device, through io_uring.
+//!
+//! Both are opened with `O_DIRECT` so the appliance's data does not sit
+//! twice in memory and FUA means what it says. A file system that refuses
+//! `O_DIRECT` (tmpfs), or whose direct-I/O alignment is coarser than the
+//! volume's block size, gets buffered I/O instead; the reason is logged and
+//! kept ([`FileBdev::buffered_reason`]). With `O_DIRECT`, caller buffers
+//! that are not 4096-aligned in address and length go through a per-thread
+//! bounce buffer.
+//!
+//! Unmap punches a hole (`fallocate(PUNCH_HOLE | KEEP_SIZE)`) on both. On a
+//! block device the kernel turns that into WRITE ZEROES that may deallocate
+//! (`blkdev_fallocate`), and it guarantees the blocks read back as zeroes;
+//! `BLKDISCARD` does not (the kernel dropped `discard_zeroes_data` in 4.12),
+//! and [`Bdev::unmap`] promises zeroes. So a device is thin provisioned when
+//! its queue reports `write_zeroes_max_bytes > 0` in sysfs.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::aligned::{is_aligned, with_bounce};
+use crate::check;
+use crate::uring;
+use crate::{
+    Bdev, BdevError, BlockCount, BlockSize, Durability, ErrorKind, Geometry, Lba, Provisioning,
+};
+
+/// `BLKGETSIZE64`: device size in bytes (linux/fs.h).
+const BLKGETSIZE64: libc::Ioctl = libc::_IOR::<u64>(0x12, 114);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Device { zeroes_on_unmap: bool },
+}
+
+/// A bdev on a regular file or a block device.
+#[derive(Debug)]
+pub struct FileBdev {
+    name: String,
+    path: PathBuf,
+    file: File,
+    kind: Kind,
+    block_size: BlockSize,
+    block_count: AtomicU64,
+    buffered_reason: Option<String>,
+    resize: Mutex<()>,
+}
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn setup_err(op: &'static str) -> impl FnOnce(io::Error) -> BdevError {
+    move |e| BdevError::io(op, ErrorKind::Setup, e)
+}
+
+/// Opens `path` read-write with `O_DIRECT`, or buffered when the file
+/// system refuses it (EINVAL at open). Returns the reason for buffering.
+fn open_direct(path: &Path, extra_flags: libc::c_int) -> io::Result<(File, Option<String>)> {
+    let open = |flags| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flags | extra_flags)
+            .open(path)
+    };
+    match open(libc::O_DIRECT) {
+        Ok(file) => Ok((file, None)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let file = open(0)?;
+            Ok((
+                file,
+                Some(format!("the file system refuses O_DIRECT ({e})")),
+            ))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn statx(file: &File) -> io::Result<libc::statx> {
+    // SAFETY: statx is plain old data; all-zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the fd is open, the path is an empty C string used with
+    // AT_EMPTY_PATH, and stx is a valid out-pointer.
+    cvt(unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BASIC_STATS | libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    })?;
+    Ok(stx)
+}
+
+/// Why O_DIRECT cannot serve `block_size`-sized requests on `file`, if it
+/// cannot. Linux 6.1+ reports the alignment (STATX_DIOALIGN); older kernels
+/// leave the field unset and we keep O_DIRECT.
+fn direct_misfit(stx: &libc::statx, block_size: BlockSize) -> Option<String> {
+    if stx.stx_mask & libc::STATX_DIOALIGN == 0 {
+        return None;
+    }
+    match stx.stx_dio_offset_align {
+        0 => Some("the file system reports no O_DIRECT support for this file".to_owned()),
+        align if align > block_size.bytes() => Some(format!(
+            "O_DIRECT needs {align}-byte alignment, the volume's blocks are {} bytes",
+            block_size.bytes()
+        )),
+        _ => None,
+    }
+}
+
+impl FileBdev {
+    /// Opens (or with `create`, creates at `size` bytes, sparse) a regular
+    /// file. An existing file keeps its size even when `size` differs;
+    /// call [`Bdev::resize`] to change it.
+    pub fn open_file(
+        name: impl Into<String>,
+        path: impl AsRef<Path>,
+        block_size: BlockSize,
+        size: Option<u64>,
+        create: bool,
+    ) -> Result<Self, BdevError> {
+        let path = path.as_ref();
+        let bs = u64::from(block_size.bytes());
+        if let Some(size) = size {
+            if size == 0 || size % bs != 0 {
+                return Err(BdevError::setup(
+                    "open file bdev",
+                    format!("size {size} must be a non-zero multiple of the {bs}-byte block size"),
+                ));
+            }
+        }
+        if create && !path.exists() {
+            let size = size.ok_or_else(|| {
+                BdevError::setup(
+                    "create file bdev",
+                    format!(
+                        "{} does not exist; give a size to create it",
+                        path.display()
+                    ),
+                )
+            })?;
+            create_sparse(path, size)?;
+        }
+        let (file, mut buffered_reason) = open_direct(path, libc::O_CLOEXEC)
+            .map_err(|e| with_path(e, path))
+            .map_err(setup_err("open file bdev"))?;
+        let stx = statx(&file).map_err(setup_err("stat file bdev"))?;
+        if u32::from(stx.stx_mode) & libc::S_IFMT != libc::S_IFREG {
+            return Err(BdevError::setup(
+                "open file bdev",
+                format!(
+                    "{} is not a regular file; use a device bdev for block devices",
+                    path.display()
+                ),
+            ));
+        }
+        // SAFETY: flock on an open fd has no memory-safety preconditions.
+        cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map_err(
+            |e| {
+                BdevError::setup(
+                    "lock file bdev",
+                    format!("{} is in use by another process ({e})", path.display()),
+                )
+            },
+        )?;
+        let file = match (buffered_reason.is_none(), direct_misfit(&stx, block_size)) {
+            (true, Some(reason)) => {
+                buffered_reason = Some(reason);
+                drop(file);
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(path)
+                    .map_err(setup_err("open file bdev"))?;
+                // SAFETY: as above.
+                cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })
+                    .map_err(setup_err("lock file bdev"))?;
+                file
+            }
+            _ => file,
+        };
+        let bytes = stx.stx_size;
+        if bytes % bs != 0 {
+            tracing::warn!(path = %path.display(), bytes, "file size is not whole blocks; the tail is not exposed");
+        }
+        if let Some(size) = size.filter(|&s| s != bytes) {
+            tracing::info!(path = %path.display(), existing = bytes, requested = size, "keeping the existing file's size");
+        }
+        Self::finish(
+            name.into(),
+            path,
+            file,
+            Kind::File,
+            block_size,
+            bytes / bs,
+            buffered_reason,
+        )
+    }
+
+    /// Opens a block device exclusively (`O_EXCL`: fails while it is mounted
+    /// or held by another opener). Its size comes from `BLKGETSIZE64`.
+    pub fn open_device(
+        name: impl Into<String>,
+        path: impl AsRef<Path>,
+        block_size: BlockSize,
+    ) -> Result<Self, BdevError> {
+        let path = path.as_ref();
+        let (file, mut buffered_reason) = open_direct(path, libc::O_CLOEXEC | libc::O_EXCL)
+            .map_err(|e| with_path(e, path))
+            .map_err(setup_err("open device bdev"))?;
+        if !file
+            .metadata()
+            .map_err(setup_err("stat device bdev"))?
+            .file_type()
+            .is_block_device()
+        {
+            return Err(BdevError::setup(
+                "open device bdev",
+                format!(
+                    "{} is not a block device; use a file bdev for regular files",
+                    path.display()
+                ),
+            ));
+        }
+        let stx = statx(&file).map_err(setup_err("stat device bdev"))?;
+        if buffered_reason.is_none() {
+            buffered_reason = direct_misfit(&stx, block_size);
+            if let Some(reason) = &buffered_reason {
+                // O_DIRECT can be cleared on an open file (fcntl(2)).
+                // SAFETY: fcntl on an open fd with integer arguments.
+                let flags = cvt(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) })
+                    .map_err(setup_err("open device bdev"))?;
+                // SAFETY: as above.
+                cvt(unsafe {
+                    libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_DIRECT)
+                })
+                .map_err(setup_err("open device bdev"))?;
+                tracing::debug!(%reason, "cleared O_DIRECT");
+            }
+        }
+        let mut bytes: u64 = 0;
+        // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
+        cvt(unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut bytes) })
+            .map_err(setup_err("BLKGETSIZE64"))?;
+        let zeroes_on_unmap =
+            sysfs_queue_value(&stx, "write_zeroes_max_bytes").is_some_and(|v| v > 0);
+        let kind = Kind::Device { zeroes_on_unmap };
+        let blocks = bytes / u64::from(block_size.bytes());
+        Self::finish(
+            name.into(),
+            path,
+            file,
+            kind,
+            block_size,
+            blocks,
+            buffered_reason,
+        )
+    }
+
+    fn finish(
+        name: String,
+        path: &Path,
+        file: File,
+        kind: Kind,
+        block_size: BlockSize,
+        blocks: u64,
+        buffered_reason: Option<String>,
+    ) -> Result<Self, BdevError> {
+        if let Some(reason) = &buffered_reason {
+            tracing::warn!(bdev = %name, path = %path.display(), %reason, "using buffered I/O");
+        }
+        if let Some(reason) = uring::probe() {
+            tracing::info!(bdev = %name, %reason, "using pread/pwrite instead of io_uring");
+        }
+        Ok(FileBdev {
+            name,
+            path: path.to_owned(),
+            file,
+            kind,
+            block_size,
+            block_count: AtomicU64::new(blocks),
+            buffered_reason,
+            resize: Mutex::new(()),
+        })
+    }
+
+    /// Whether I/O bypasses the page cache (`O_DIRECT`).
+    pub fn direct_io(&self) -> bool {
+        self.buffered_reason.is_none()
+    }
+
+    /// Why I/O is buffered, when it is.
+    pub fn buffered_reason(&self) -> Option<&str> {
+        self.buffered_reason.as_deref()
+    }
+
+    /// Whether I/O goes through io_uring (false: pread/pwrite, see the log).
+    pub fn io_uring(&self) -> bool {
+        uring::probe().is_none()
+    }
+
+    /// The file or device path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn capacity(&self) -> BlockCount {
+        BlockCount(self.block_count.load(Ordering::Acquire))
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        let (offset, len) = (offset as libc::off_t, len as libc::off_t);
+        loop {
+            // SAFETY: fallocate on an open fd with integer arguments.
+            let rc = unsafe {
+                libc::fallocate(
+                    self.file.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    offset,
+                    len,
+                )
+            };
+            match cvt(rc) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other.map(drop),
+            }
+        }
+    }
+
+    /// For a file system that cannot punch holes: the blocks still read
+    /// back as zeroes, they just stay allocated.
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        const STEP: u64 = 1 << 20;
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(STEP) as usize;
+            with_bounce(n, |buf| {
+                buf.fill(0);
+                uring::write_all_at(&self.file, buf, offset + done, false)
+            })?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    fn lseek(&self, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+        // SAFETY: lseek on an open fd with integer arguments.
+        let pos = unsafe { libc::lseek(self.file.as_raw_fd(), offset as libc::off_t, whence) };
+        if pos >= 0 {
+            return Ok(Some(pos as u64));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            // No data (SEEK_DATA) or hole (SEEK_HOLE) at or after offset.
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(e),
+        }
+    }
+}
+
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Creates `path` at `size` bytes without allocating (ftruncate), durably:
+/// the file and its directory entry are synced.
+fn create_sparse(path: &Path, size: u64) -> Result<(), BdevError> {
+    let created = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    let file = match created {
+        Ok(file) => file,
+        // Created meanwhile by someone else: open it as it is.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(setup_err("create file bdev")(with_path(e, path))),
+    };
+    file.set_len(size).map_err(setup_err("size file bdev"))?;
+    file.sync_all().map_err(setup_err("sync file bdev"))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(setup_err("sync file bdev directory"))
+}
+
+/// A number from the device's request-queue attributes in sysfs. A
+/// partition has no `queue/` of its own; its parent disk's applies.
+fn sysfs_queue_value(stx: &libc::statx, attr: &str) -> Option<u64> {
+    let dev = format!(
+        "/sys/dev/block/{}:{}",
+        stx.stx_rdev_major, stx.stx_rdev_minor
+    );
+    [
+        format!("{dev}/queue/{attr}"),
+        format!("{dev}/../queue/{attr}"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .and_then(|s| s.trim().parse().ok())
+}
+
+impl Bdev for FileBdev {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn geometry(&self) -> Geometry {
+        Geometry {
+            block_size: self.block_size,
+            block_count: self.capacity(),
+            thin_provisioned: match self.kind {
+                Kind::File => true,
+                Kind::Device { zeroes_on_unmap } => zeroes_on_unmap,
+            },
+            volatile_cache: true,
+        }
+    }
+
+    fn read(&self, lba: Lba, buf: &mut [u8]) -> Result<(), BdevError> {
+        let range = check::buffer(self.block_size, self.capacity(), lba, buf.len())?;
+        if range.len == 0 {
+            return Ok(());
+        }
+        let result = if self.direct_io() && !is_aligned(buf) {
+            with_bounce(buf.len(), |bounce| {
+                uring::read_exact_at(&self.file, bounce, range.offset)?;
+                buf.copy_from_slice(bounce);
+                Ok(())
+            })
+        } else {
+            uring::read_exact_at(&self.file, buf, range.offset)
+        };
+        result.map_err(|e| BdevError::io("read", ErrorKind::ReadFailed, e))
+    }
+
+    fn write(&self, lba: Lba, buf: &[u8], durability: Durability) -> Result<(), BdevError> {
+        let range = check::buffer(self.block_size, self.capacity(), lba, buf.len())?;
+        if range.len == 0 {
+            return Ok(());
+        }
+        let fua = durability == Durability::Fua;
+        let result = if self.direct_io() && !is_aligned(buf) {
+            with_bounce(buf.len(), |bounce| {
+                bounce.copy_from_slice(buf);
+                uring::write_all_at(&self.file, bounce, range.offset, fua)
+            })
+        } else {
+            uring::write_all_at(&self.file, buf, range.offset, fua)
+        };
+        result.map_err(|e| BdevError::io("write", ErrorKind::WriteFailed, e))
+    }
+
+    fn flush(&self) -> Result<(), BdevError> {
+        uring::fdatasync(&self.file).map_err(|e| BdevError::io("flush", ErrorKind::WriteFailed, e))
+    }
+
+    fn unmap(&self, lba: Lba, count: BlockCount) -> Result<(), BdevError> {
+        let range = check::blocks(self.block_size, self.capacity(), lba, count)?;
+        if range.len == 0 {
+            return Ok(());
+        }
+        let failed = |e| BdevError::io("unmap", ErrorKind::WriteFailed, e);
+        match (self.kind, self.punch_hole(range.offset, range.len)) {
+            (_, Ok(())) => Ok(()),
+            (Kind::File, Err(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                tracing::debug!(bdev = %self.name, "file system cannot punch holes; writing zeroes");
+                self.write_zeroes(range.offset, range.len).map_err(failed)
+            }
+            (Kind::Device { .. }, Err(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                Err(BdevError::Unsupported {
+                    what: "unmap (the device cannot write zeroes)",
+                })
+            }
+            (_, Err(e)) => Err(failed(e)),
+        }
+    }
+
+    fn provisioning(&self, lba: Lba) -> Result<(Provisioning, BlockCount), BdevError> {
+        let capacity = self.capacity();
+        let range = check::blocks(self.block_size, capacity, lba, BlockCount(1))?;
+        let bs = u64::from(self.block_size.bytes());
+        let end = capacity.0 * bs;
+        let rest = BlockCount(capacity.0 - lba.0);
+        if matches!(self.kind, Kind::Device { .. }) {
+            return Ok((Provisioning::Mapped, rest));
+        }
+        let failed = |e| BdevError::io("provisioning", ErrorKind::ReadFailed, e);
+        let data = match self.lseek(range.offset, libc::SEEK_DATA) {
+            Ok(data) => data,
+            // No SEEK_DATA support: the file system reports everything as data.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Ok((Provisioning::Mapped, rest))
+            }
+            Err(e) => return Err(failed(e)),
+        };
+        match data {
+            None => Ok((Provisioning::Deallocated, rest)),
+            Some(data) if data >= range.end() => {
+                let hole_end = (data / bs * bs).min(end);
+                Ok((
+                    Provisioning::Deallocated,
+                    BlockCount((hole_end - range.offset) / bs),
+                ))
+            }
+            Some(data) => {
+                // The block holds data (perhaps only part of it).
+                let hole = self
+                    .lseek(data, libc::SEEK_HOLE)
+                    .map_err(failed)?
+                    .unwrap_or(end);
+                let mapped_end = hole.next_multiple_of(bs).min(end);
+                Ok((
+                    Provisioning::Mapped,
+                    BlockCount((mapped_end - range.offset) / bs),
+                ))
+            }
+        }
+    }
+
+    fn resize(&self, blocks: BlockCount) -> Result<(), BdevError> {
+        if matches!(self.kind, Kind::Device { .. }) {
+            return Err(BdevError::Unsupported {
+                what: "resizing a block device",
+            });
+        }
+        let _one_at_a_time = self.resize.lock().unwrap_or_else(PoisonError::into_inner);
+        let bytes = blocks
+            .0
+            .checked_mul(u64::from(self.block_size.bytes()))
+            .ok_or_else(|| {
+                BdevError::setup("resize file bdev", format!("{} blocks overflow", blocks.0))
+            })?;
+        // Publish a smaller capacity before truncating and a larger one
+        // after extending, so no range-checked request reaches past EOF.
+        if blocks < self.capacity() {
+            self.block_count.store(blocks.0, Ordering::Release);
+        }
+        self.file
+            .set_len(bytes)
+            .map_err(setup_err("resize file bdev"))?;
+        self.block_count.store(blocks.0, Ordering::Release);
+        Ok(())
+    }
+}
