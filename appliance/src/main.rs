@@ -1,1 +1,99 @@
-fn main() {}
+//! `reservoir`: the storage appliance daemon (`serve`) and its command-line
+//! client, which talks to the daemon over its JSON-RPC control socket.
+
+mod cli;
+mod daemon;
+mod rpc;
+mod store;
+mod table;
+mod volumes;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use reservoir_target_config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "reservoir", version, about = "Reservoir storage appliance")]
+struct Args {
+    /// The TOML config file (`reservoir serve` runs a default appliance without one).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The daemon's control socket (default: the one the config, or the default appliance, uses).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the appliance: serve volumes over iSCSI until SIGINT or SIGTERM.
+    Serve,
+    /// Volumes: block devices the appliance owns.
+    #[command(subcommand)]
+    Volume(cli::VolumeCommand),
+    /// iSCSI targets and their LUNs.
+    #[command(subcommand)]
+    Target(cli::TargetCommand),
+    /// Logged-in iSCSI sessions.
+    #[command(subcommand)]
+    Session(cli::SessionCommand),
+    /// Print a commented example config file.
+    ExampleConfig,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = run(args);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("reservoir: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = || -> anyhow::Result<Config> {
+        Ok(match &args.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default_appliance(),
+        })
+    };
+    match args.command {
+        Command::Serve => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("RESERVOIR_LOG")
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            daemon::serve(&config()?)
+        }
+        Command::ExampleConfig => {
+            print!("{}", reservoir_target_config::example_toml());
+            Ok(())
+        }
+        command => {
+            let socket = match args.socket {
+                Some(socket) => socket,
+                None => config()?.server.rpc_socket_path(),
+            };
+            let mut client = rpc::Client::connect(&socket)?;
+            let output = cli::Output { json: args.json };
+            match command {
+                Command::Volume(c) => cli::volume(&mut client, c, output),
+                Command::Target(c) => cli::target(&mut client, c, output),
+                Command::Session(c) => cli::session(&mut client, c, output),
+                Command::Serve | Command::ExampleConfig => unreachable!("handled above"),
+            }
+        }
+    }
+}

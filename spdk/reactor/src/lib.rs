@@ -1,1 +1,16 @@
-//! placeholder until the crate lands
+//! Reactors in SPDK's model: one thread per configured core, each running
+//! its own poll loop over the sockets of the connections it owns.
+//!
+//! A connection is accepted by whichever reactor owns the listening socket,
+//! handed to the reactor with the fewest connections, and lives there for the
+//! whole of its life. Reactors share nothing on the I/O path: each owns its
+//! `mio::Poll`, its connections and their buffers; the only cross-reactor
+//! traffic is the hand-off message and a wake-up.
+
+mod affinity;
+mod error;
+mod pool;
+mod reactor;
+
+pub use error::ReactorError;
+pub use pool::{ReactorPool, ReactorStats};

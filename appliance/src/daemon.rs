@@ -1,0 +1,202 @@
+//! `reservoir serve`: opens the volumes, builds the targets, starts the
+//! reactors and the control socket, and runs until SIGINT or SIGTERM.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use reservoir_iscsi::{Access, Credentials, PortalContext, Sessions, TargetNode, Targets};
+use reservoir_reactor::ReactorPool;
+use reservoir_scsi::{Device, Lun, LunOptions, TargetPort};
+use reservoir_target_config::{ChapCredentials, Config};
+
+use crate::rpc::{Api, LunView, RpcServer, TargetView};
+use crate::volumes::Volumes;
+
+/// The one portal group every portal belongs to (RFC 7143 §4.4.1).
+const PORTAL_GROUP_TAG: u16 = 1;
+
+pub fn serve(config: &Config) -> Result<()> {
+    let data_dir = &config.server.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let _lock = lock_data_dir(data_dir)?;
+    // Blocked before any thread starts so that every thread inherits the
+    // mask and the signals reach only the sigwait below.
+    let signals = block_shutdown_signals()?;
+
+    let volumes = Arc::new(Volumes::open(data_dir, &config.volumes)?);
+    let targets = Arc::new(Targets::new());
+    let mut views = Vec::new();
+    for target in &config.targets {
+        let iqn = target.iqn.to_string();
+        let mut luns = Vec::new();
+        let mut lun_views = Vec::new();
+        for (index, name) in target.luns.iter().enumerate() {
+            let volume = volumes
+                .get(name.as_str())
+                .with_context(|| format!("target {iqn} names unknown volume {name}"))?;
+            let lun = Arc::new(Lun::new(
+                volume.bdev.clone(),
+                LunOptions {
+                    read_only: target.read_only,
+                    identity: volume.identity.clone(),
+                },
+            ));
+            volume.attach_lun(lun.clone());
+            luns.push((index as u64, lun));
+            lun_views.push(LunView {
+                lun: index as u64,
+                volume: name.to_string(),
+            });
+        }
+        let port = TargetPort {
+            name: format!("{iqn},t,0x{PORTAL_GROUP_TAG:04x}"),
+            relative_id: 1,
+        };
+        targets.insert(TargetNode {
+            iqn: iqn.clone(),
+            device: Arc::new(Device::new(&iqn, luns, port)),
+            access: Access {
+                allowed_initiators: target
+                    .allowed_initiators
+                    .as_ref()
+                    .map(|list| list.iter().map(ToString::to_string).collect()),
+                chap: target.chap.as_ref().map(credentials),
+                mutual_chap: target.mutual_chap.as_ref().map(credentials),
+            },
+        });
+        views.push(TargetView {
+            iqn,
+            luns: lun_views,
+            allowed_initiators: target
+                .allowed_initiators
+                .as_ref()
+                .map(|list| list.iter().map(ToString::to_string).collect()),
+            chap: target.chap.is_some(),
+            mutual_chap: target.mutual_chap.is_some(),
+            read_only: target.read_only,
+        });
+    }
+
+    let sessions = Arc::new(Sessions::new());
+    let portals: Vec<SocketAddr> = config.portals.iter().map(|p| p.listen).collect();
+    let context = Arc::new(PortalContext {
+        targets,
+        sessions: sessions.clone(),
+        portal_group_tag: PORTAL_GROUP_TAG,
+        target_portals: portals.clone(),
+    });
+    let reactors = ReactorPool::start(config.server.reactors.as_deref(), &portals, context)?;
+    let socket = config.server.rpc_socket_path();
+    let rpc = RpcServer::start(&socket, Arc::new(Api::new(volumes.clone(), sessions, views.clone())))?;
+
+    print_banner(config, &views, &reactors, &socket);
+    let signal = wait_for(&signals)?;
+    eprintln!("reservoir: {signal}: stopping");
+    rpc.stop();
+    reactors.stop();
+    let failures = volumes.flush_all();
+    for (name, error) in &failures {
+        eprintln!("reservoir: flushing volume {name} failed: {error:#}");
+    }
+    if !failures.is_empty() {
+        bail!("{} volume(s) could not be flushed", failures.len());
+    }
+    eprintln!("reservoir: stopped; every volume flushed");
+    Ok(())
+}
+
+fn credentials(chap: &ChapCredentials) -> Credentials {
+    Credentials {
+        user: chap.user.clone(),
+        secret: chap.secret.clone().into_bytes(),
+    }
+}
+
+fn print_banner(config: &Config, views: &[TargetView], reactors: &ReactorPool, socket: &Path) {
+    let cores: Vec<String> = reactors.stats().iter().map(|s| s.core.to_string()).collect();
+    println!(
+        "reservoir: {} reactor(s) on core(s) {}; data in {}",
+        cores.len(),
+        cores.join(","),
+        config.server.data_dir.display()
+    );
+    for volume in &config.volumes {
+        println!(
+            "reservoir: volume {} ({}, {})",
+            volume.name,
+            volume.backend.kind(),
+            volume
+                .size
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "device size".into())
+        );
+    }
+    for portal in &config.portals {
+        println!("reservoir: listening on {}", portal.listen);
+    }
+    for target in views {
+        for lun in &target.luns {
+            println!(
+                "reservoir: target {} LUN {} = volume {}{}",
+                target.iqn,
+                lun.lun,
+                lun.volume,
+                if target.read_only { " (read-only)" } else { "" }
+            );
+        }
+    }
+    if let (Some(portal), Some(target)) = (config.portals.first(), views.first()) {
+        println!("reservoir: connect with  iscsi-ls iscsi://{}", portal.listen);
+        println!(
+            "reservoir:           or  iscsi-inq iscsi://{}/{}/0",
+            portal.listen, target.iqn
+        );
+    }
+    println!("reservoir: control socket {}", socket.display());
+}
+
+/// Holds an exclusive lock on the data directory for the daemon's life, so
+/// two daemons never share reservation tables or volume state.
+fn lock_data_dir(data_dir: &Path) -> Result<File> {
+    let path = data_dir.join("lock");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another `reservoir serve` is using {}; stop it or choose another data_dir",
+            data_dir.display()
+        );
+    }
+    Ok(file)
+}
+
+fn block_shutdown_signals() -> Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use;
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            bail!("cannot block SIGINT/SIGTERM: {}", std::io::Error::from_raw_os_error(rc));
+        }
+        Ok(set)
+    }
+}
+
+fn wait_for(set: &libc::sigset_t) -> Result<&'static str> {
+    let mut signal = 0;
+    // SAFETY: `set` is an initialised signal set and `signal` a valid out-pointer.
+    let rc = unsafe { libc::sigwait(set, &mut signal) };
+    if rc != 0 {
+        bail!("sigwait failed: {}", std::io::Error::from_raw_os_error(rc));
+    }
+    Ok(if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" })
+}

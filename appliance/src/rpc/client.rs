@@ -1,0 +1,54 @@
+//! The CLI's side of the control socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::protocol::Response;
+
+#[derive(Debug)]
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    next_id: u64,
+}
+
+impl Client {
+    pub fn connect(socket: &Path) -> Result<Self> {
+        let stream = UnixStream::connect(socket).with_context(|| {
+            format!(
+                "cannot reach the daemon at {} — is `reservoir serve` running? \
+                 (point at it with --config FILE or --socket PATH)",
+                socket.display()
+            )
+        })?;
+        Ok(Self {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+            next_id: 1,
+        })
+    }
+
+    pub fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": id});
+        let mut line = serde_json::to_vec(&request)?;
+        line.push(b'\n');
+        self.writer.write_all(&line).context("the daemon closed the control socket")?;
+        let mut reply = String::new();
+        if self.reader.read_line(&mut reply)? == 0 {
+            bail!("the daemon closed the control socket without answering");
+        }
+        let response: Response =
+            serde_json::from_str(&reply).context("the daemon sent an unreadable reply")?;
+        match (response.result, response.error) {
+            (_, Some(error)) => Err(anyhow!(error.message)),
+            (Some(result), None) => Ok(result),
+            (None, None) => bail!("the daemon's reply has neither result nor error"),
+        }
+    }
+}

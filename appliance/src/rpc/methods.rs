@@ -1,0 +1,193 @@
+//! The RPC method table. Each method takes named params and returns a
+//! JSON value; the names and shapes are documented in docs/rpc.md.
+
+use std::sync::Arc;
+
+use reservoir_iscsi::Sessions;
+use reservoir_target_config::ByteSize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::protocol::{self, RpcError};
+use crate::volumes::{Volume, VolumeSpec, Volumes};
+
+/// What `target_list` reports of one target; fixed when the daemon starts.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetView {
+    pub iqn: String,
+    pub luns: Vec<LunView>,
+    pub allowed_initiators: Option<Vec<String>>,
+    pub chap: bool,
+    pub mutual_chap: bool,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LunView {
+    pub lun: u64,
+    pub volume: String,
+}
+
+#[derive(Debug)]
+pub struct Api {
+    volumes: Arc<Volumes>,
+    sessions: Arc<Sessions>,
+    targets: Vec<TargetView>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameParams {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResizeParams {
+    name: String,
+    size: ByteSize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateParams {
+    name: String,
+    backend: String,
+    #[serde(default)]
+    path: Option<std::path::PathBuf>,
+    #[serde(default)]
+    size: Option<ByteSize>,
+    #[serde(default)]
+    block_size: Option<u32>,
+}
+
+impl Api {
+    pub fn new(volumes: Arc<Volumes>, sessions: Arc<Sessions>, targets: Vec<TargetView>) -> Self {
+        Self {
+            volumes,
+            sessions,
+            targets,
+        }
+    }
+
+    pub fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        match method {
+            "volume_list" => {
+                no_params(&params)?;
+                Ok(Value::Array(
+                    self.volumes.list().iter().map(|v| self.describe(v)).collect(),
+                ))
+            }
+            "volume_create" => {
+                let p: CreateParams = parse(params)?;
+                let spec = VolumeSpec {
+                    name: p.name,
+                    backend: p.backend,
+                    path: p.path,
+                    size_bytes: p.size.map(ByteSize::bytes),
+                    block_size: p.block_size.unwrap_or(512),
+                };
+                spec.validate().map_err(|e| RpcError::invalid_params(format!("{e:#}")))?;
+                let volume = self.volumes.create(spec).map_err(|e| RpcError::failed(&e))?;
+                Ok(self.describe(&volume))
+            }
+            "volume_delete" => {
+                let p: NameParams = parse(params)?;
+                self.volumes.delete(&p.name).map_err(|e| RpcError::failed(&e))?;
+                Ok(json!(true))
+            }
+            "volume_resize" => {
+                let p: ResizeParams = parse(params)?;
+                let volume = self
+                    .volumes
+                    .resize(&p.name, p.size.bytes())
+                    .map_err(|e| RpcError::failed(&e))?;
+                Ok(self.describe(&volume))
+            }
+            "target_list" => {
+                no_params(&params)?;
+                let sessions = self.sessions.list();
+                Ok(Value::Array(
+                    self.targets
+                        .iter()
+                        .map(|t| {
+                            let mut value = serde_json::to_value(t).expect("views serialize");
+                            let count = sessions
+                                .iter()
+                                .filter(|s| s.target.as_deref() == Some(t.iqn.as_str()))
+                                .count();
+                            value["sessions"] = json!(count);
+                            value
+                        })
+                        .collect(),
+                ))
+            }
+            "session_list" => {
+                no_params(&params)?;
+                Ok(Value::Array(
+                    self.sessions
+                        .list()
+                        .into_iter()
+                        .map(|s| {
+                            json!({
+                                "initiator": s.initiator,
+                                "isid": s.isid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                                "tsih": s.tsih,
+                                "target": s.target,
+                                "portal": s.portal.to_string(),
+                                "peer": s.peer.to_string(),
+                                "params": s.params.into_iter().collect::<serde_json::Map<_, _>>(),
+                            })
+                        })
+                        .collect(),
+                ))
+            }
+            other => Err(RpcError::new(
+                protocol::METHOD_NOT_FOUND,
+                format!("no method {other:?}; see docs/rpc.md for the list"),
+            )),
+        }
+    }
+
+    fn describe(&self, volume: &Volume) -> Value {
+        let geometry = volume.bdev.geometry();
+        let exported_by: Vec<String> = self
+            .targets
+            .iter()
+            .flat_map(|t| {
+                t.luns
+                    .iter()
+                    .filter(|l| l.volume == volume.spec.name)
+                    .map(move |l| format!("{}/{}", t.iqn, l.lun))
+            })
+            .collect();
+        json!({
+            "name": volume.spec.name,
+            "backend": volume.spec.backend,
+            "path": volume.spec.path,
+            "size_bytes": geometry.size_bytes(),
+            "block_size": geometry.block_size.bytes(),
+            "thin_provisioned": geometry.thin_provisioned,
+            "origin": volume.origin,
+            "serial": volume.identity.serial,
+            "exported_by": exported_by,
+        })
+    }
+}
+
+fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+    if !params.is_object() {
+        return Err(RpcError::invalid_params("params must be an object of named values"));
+    }
+    serde_json::from_value(params).map_err(|e| RpcError::invalid_params(e.to_string()))
+}
+
+fn no_params(params: &Value) -> Result<(), RpcError> {
+    match params {
+        Value::Null => Ok(()),
+        Value::Object(map) if map.is_empty() => Ok(()),
+        Value::Array(list) if list.is_empty() => Ok(()),
+        _ => Err(RpcError::invalid_params("this method takes no params")),
+    }
+}

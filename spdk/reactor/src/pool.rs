@@ -1,0 +1,127 @@
+//! Starting, observing and stopping the set of reactors.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use reservoir_iscsi::PortalContext;
+
+use crate::affinity;
+use crate::reactor::{Inbox, Message, Reactor};
+use crate::ReactorError;
+
+/// What one reactor is doing, for `reservoir` status commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReactorStats {
+    pub core: usize,
+    pub connections: usize,
+}
+
+/// The running reactors. Dropping it without [`ReactorPool::stop`] detaches
+/// the threads; `stop` is the orderly way out.
+#[derive(Debug)]
+pub struct ReactorPool {
+    inboxes: Vec<Inbox>,
+    loads: Vec<Arc<AtomicUsize>>,
+    cores: Vec<usize>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ReactorPool {
+    /// Binds every portal, then starts one reactor per core (`None`: every
+    /// core this process may use). Binding first means a busy port is
+    /// reported before any thread starts.
+    pub fn start(
+        cores: Option<&[usize]>,
+        portals: &[SocketAddr],
+        context: Arc<PortalContext>,
+    ) -> Result<Self, ReactorError> {
+        let cores = match cores {
+            Some(cores) => cores.to_vec(),
+            None => affinity::available_cores(),
+        };
+        if cores.is_empty() {
+            return Err(ReactorError::NoCores);
+        }
+        let listeners = portals
+            .iter()
+            .map(|&addr| {
+                let listener =
+                    TcpListener::bind(addr).map_err(|source| ReactorError::Listen { addr, source })?;
+                listener
+                    .set_nonblocking(true)
+                    .map_err(|source| ReactorError::Listen { addr, source })?;
+                Ok(listener)
+            })
+            .collect::<Result<Vec<_>, ReactorError>>()?;
+
+        let mut reactors = Vec::with_capacity(cores.len());
+        let mut inboxes = Vec::with_capacity(cores.len());
+        let mut loads = Vec::with_capacity(cores.len());
+        for (index, &core) in cores.iter().enumerate() {
+            let (sender, receiver) = mpsc::channel();
+            let load = Arc::new(AtomicUsize::new(0));
+            let reactor = Reactor::new(index, receiver, load.clone(), context.clone())
+                .map_err(|source| ReactorError::Spawn { index, core, source })?;
+            inboxes.push(Inbox::new(sender, reactor.waker()));
+            loads.push(load);
+            reactors.push(reactor);
+        }
+        // Reactor 0 accepts; every reactor can hand a new connection to any other.
+        let peers: Arc<[(Inbox, Arc<AtomicUsize>)]> = inboxes
+            .iter()
+            .cloned()
+            .zip(loads.iter().cloned())
+            .collect();
+        let mut threads = Vec::with_capacity(cores.len());
+        let mut listeners = Some(listeners);
+        for (index, (mut reactor, &core)) in reactors.into_iter().zip(&cores).enumerate() {
+            if let Some(listeners) = listeners.take() {
+                reactor
+                    .listen(listeners, peers.clone())
+                    .map_err(|source| ReactorError::Spawn { index, core, source })?;
+            }
+            let thread = std::thread::Builder::new()
+                .name(format!("reactor-{index}"))
+                .spawn(move || {
+                    if !affinity::pin_to_core(core) {
+                        tracing::warn!(core, "reactor {index} runs unpinned: core not available");
+                    }
+                    reactor.run();
+                })
+                .map_err(|source| ReactorError::Spawn { index, core, source })?;
+            threads.push(thread);
+        }
+        Ok(Self {
+            inboxes,
+            loads,
+            cores,
+            threads,
+        })
+    }
+
+    pub fn stats(&self) -> Vec<ReactorStats> {
+        self.cores
+            .iter()
+            .zip(&self.loads)
+            .map(|(&core, load)| ReactorStats {
+                core,
+                connections: load.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Stops accepting, lets every reactor flush what it has queued for its
+    /// connections and close them, and waits for all reactor threads.
+    pub fn stop(self) {
+        for inbox in &self.inboxes {
+            inbox.send(Message::Stop);
+        }
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a reactor thread panicked while stopping");
+            }
+        }
+    }
+}

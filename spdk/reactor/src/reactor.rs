@@ -1,0 +1,341 @@
+//! One reactor: a poll loop over its connections' sockets, its inbox and,
+//! on reactor 0, the portals' listening sockets.
+
+use std::io::{self, Read, Write};
+use std::net::TcpListener as StdTcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use reservoir_iscsi::{Connection, PortalContext};
+
+/// How often connection timers run (NOP-In pings, login and logout timeouts).
+const TICK: Duration = Duration::from_millis(100);
+/// How long a stopping reactor keeps trying to flush queued responses.
+const STOP_FLUSH_LIMIT: Duration = Duration::from_secs(2);
+/// One read per readiness event is at most this; large enough for a
+/// maximum-size Data-Out PDU in one call.
+const READ_CHUNK: usize = 256 * 1024;
+
+const WAKER: Token = Token(usize::MAX);
+/// Listener tokens count down from just below the waker's.
+const FIRST_LISTENER: usize = usize::MAX - 1;
+
+pub(crate) enum Message {
+    Adopt(TcpStream),
+    Stop,
+}
+
+/// The sending side of a reactor's message ring.
+#[derive(Debug, Clone)]
+pub(crate) struct Inbox {
+    sender: mpsc::Sender<Message>,
+    waker: Arc<Waker>,
+}
+
+impl Inbox {
+    pub(crate) fn new(sender: mpsc::Sender<Message>, waker: Arc<Waker>) -> Self {
+        Self { sender, waker }
+    }
+
+    pub(crate) fn send(&self, message: Message) {
+        // A reactor that has already exited drops its messages: nothing to do.
+        if self.sender.send(message).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+struct Peer {
+    stream: TcpStream,
+    connection: Connection,
+    /// The socket may hold bytes we have not read (we stopped on backpressure).
+    unread: bool,
+    /// Registered for writable events because output is pending.
+    writable: bool,
+}
+
+pub(crate) struct Reactor {
+    index: usize,
+    poll: Poll,
+    waker: Arc<Waker>,
+    inbox: mpsc::Receiver<Message>,
+    load: Arc<AtomicUsize>,
+    context: Arc<PortalContext>,
+    listeners: Vec<TcpListener>,
+    peers_of_pool: Option<Arc<[(Inbox, Arc<AtomicUsize>)]>>,
+    connections: Vec<Option<Peer>>,
+    free_slots: Vec<usize>,
+    read_buffer: Box<[u8]>,
+}
+
+impl Reactor {
+    pub(crate) fn new(
+        index: usize,
+        inbox: mpsc::Receiver<Message>,
+        load: Arc<AtomicUsize>,
+        context: Arc<PortalContext>,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Self {
+            index,
+            poll,
+            waker,
+            inbox,
+            load,
+            context,
+            listeners: Vec::new(),
+            peers_of_pool: None,
+            connections: Vec::new(),
+            free_slots: Vec::new(),
+            read_buffer: vec![0; READ_CHUNK].into_boxed_slice(),
+        })
+    }
+
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// Makes this reactor the acceptor for `listeners`, handing each new
+    /// connection to the least loaded reactor of `pool`.
+    pub(crate) fn listen(
+        &mut self,
+        listeners: Vec<StdTcpListener>,
+        pool: Arc<[(Inbox, Arc<AtomicUsize>)]>,
+    ) -> io::Result<()> {
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let mut listener = TcpListener::from_std(listener);
+            self.poll.registry().register(
+                &mut listener,
+                Token(FIRST_LISTENER - i),
+                Interest::READABLE,
+            )?;
+            self.listeners.push(listener);
+        }
+        self.peers_of_pool = Some(pool);
+        Ok(())
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+                if error.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(reactor = self.index, %error, "poll failed; reactor stops");
+                    break;
+                }
+            }
+            let mut stop = false;
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => stop |= self.drain_inbox(),
+                    Token(t) if t > FIRST_LISTENER - self.listeners.len() && t <= FIRST_LISTENER => {
+                        self.accept(FIRST_LISTENER - t)
+                    }
+                    Token(slot) => self.service(slot, event.is_readable() || event.is_read_closed()),
+                }
+            }
+            if stop {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                next_tick = now + TICK;
+                for slot in 0..self.connections.len() {
+                    if let Some(peer) = self.connections[slot].as_mut() {
+                        peer.connection.tick(now);
+                        self.service(slot, false);
+                    }
+                }
+            }
+        }
+        self.shut_down();
+    }
+
+    /// Returns true when the pool asked this reactor to stop.
+    fn drain_inbox(&mut self) -> bool {
+        while let Ok(message) = self.inbox.try_recv() {
+            match message {
+                Message::Adopt(stream) => self.adopt(stream),
+                Message::Stop => return true,
+            }
+        }
+        false
+    }
+
+    fn accept(&mut self, listener: usize) {
+        loop {
+            match self.listeners[listener].accept() {
+                Ok((stream, _)) => {
+                    let pool = self.peers_of_pool.as_ref().expect("acceptor has its pool");
+                    let (target, _) = pool
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (_, load))| load.load(Ordering::Relaxed))
+                        .expect("pool is never empty");
+                    // Counted now, not on arrival, so a burst of accepts spreads out.
+                    pool[target].1.fetch_add(1, Ordering::Relaxed);
+                    if target == self.index {
+                        self.adopt(stream);
+                    } else {
+                        pool[target].0.send(Message::Adopt(stream));
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    // Out of descriptors and the like: log and retry on the next event.
+                    tracing::warn!(%error, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes ownership of a connection the acceptor has already counted in
+    /// this reactor's load.
+    fn adopt(&mut self, mut stream: TcpStream) {
+        let (local, remote) = match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(local), Ok(remote)) => (local, remote),
+            _ => {
+                self.load.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        // Responses are batched by the reactor; Nagle would only add latency.
+        let _ = stream.set_nodelay(true);
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.connections.push(None);
+            self.connections.len() - 1
+        });
+        if let Err(error) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(slot), Interest::READABLE)
+        {
+            tracing::warn!(%error, %remote, "cannot watch new connection");
+            self.free_slots.push(slot);
+            self.load.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        tracing::debug!(reactor = self.index, %remote, "connection adopted");
+        let connection = Connection::new(self.context.clone(), local, remote, Instant::now());
+        self.connections[slot] = Some(Peer {
+            stream,
+            connection,
+            unread: true,
+            writable: false,
+        });
+        self.service(slot, true);
+    }
+
+    /// Reads what the socket has, feeds it to the connection, writes what the
+    /// connection produced, and closes it when it is finished.
+    fn service(&mut self, slot: usize, readable: bool) {
+        let Some(peer) = self.connections.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        peer.unread |= readable;
+        let mut open = true;
+        loop {
+            let mut progressed = false;
+            if peer.unread && peer.connection.wants_read() && !peer.connection.is_closed() {
+                match peer.stream.read(&mut self.read_buffer) {
+                    Ok(0) => {
+                        open = false;
+                        peer.unread = false;
+                    }
+                    Ok(n) => {
+                        peer.connection.receive(&self.read_buffer[..n]);
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => peer.unread = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progressed = true,
+                    Err(_) => open = false,
+                }
+            }
+            match flush(peer) {
+                Ok(wrote) => progressed |= wrote,
+                Err(_) => open = false,
+            }
+            if !open || !progressed {
+                break;
+            }
+        }
+        let finished = peer.connection.is_closed() && peer.connection.output().is_empty();
+        if !open || finished {
+            self.close(slot);
+            return;
+        }
+        let want_write = !peer.connection.output().is_empty();
+        if want_write != peer.writable {
+            peer.writable = want_write;
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut peer.stream, Token(slot), interest)
+                .is_err()
+            {
+                self.close(slot);
+            }
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(mut peer) = self.connections[slot].take() {
+            let _ = self.poll.registry().deregister(&mut peer.stream);
+            self.free_slots.push(slot);
+            self.load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Stops accepting, gives queued responses a bounded time to drain, and
+    /// closes every connection (commands waiting for data are failed by
+    /// dropping them with their connection).
+    fn shut_down(mut self) {
+        self.listeners.clear();
+        let deadline = Instant::now() + STOP_FLUSH_LIMIT;
+        for slot in 0..self.connections.len() {
+            if let Some(peer) = self.connections[slot].as_mut() {
+                let _ = peer.stream.set_nodelay(true);
+                while !peer.connection.output().is_empty() && Instant::now() < deadline {
+                    match flush(peer) {
+                        Ok(true) => {}
+                        Ok(false) => std::thread::sleep(Duration::from_millis(5)),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.close(slot);
+        }
+    }
+}
+
+/// Writes as much pending output as the socket takes. Ok(true) if anything
+/// was written.
+fn flush(peer: &mut Peer) -> io::Result<bool> {
+    let mut wrote = false;
+    while !peer.connection.output().is_empty() {
+        match peer.stream.write(peer.connection.output()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                peer.connection.consume_output(n);
+                wrote = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(wrote)
+}
