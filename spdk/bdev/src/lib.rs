@@ -8,6 +8,8 @@
 
 mod aligned;
 mod check;
+#[cfg(test)]
+mod conformance;
 mod error;
 mod file;
 mod geometry;

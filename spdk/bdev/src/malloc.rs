@@ -474,3 +474,127 @@ impl Bdev for MallocBdev {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::conformance;
+
+    fn bdev(block_size: BlockSize, blocks: u64) -> MallocBdev {
+        MallocBdev::new("m0", block_size, BlockCount(blocks)).unwrap()
+    }
+
+    #[test]
+    fn geometry_reports_thin_and_no_cache() {
+        let g = bdev(BlockSize::B4096, 10).geometry();
+        assert_eq!(g.block_count, BlockCount(10));
+        assert!(g.thin_provisioned && !g.volatile_cache);
+    }
+
+    #[test]
+    fn conformance_512() {
+        for suite in [
+            conformance::round_trip,
+            conformance::rejects_bad_requests,
+            conformance::unmap_zeroes,
+            conformance::fua_and_flush,
+            conformance::resize_keeps_data,
+        ] {
+            suite(&bdev(BlockSize::B512, 3000));
+        }
+    }
+
+    #[test]
+    fn conformance_4096() {
+        for suite in [
+            conformance::round_trip,
+            conformance::rejects_bad_requests,
+            conformance::unmap_zeroes,
+            conformance::fua_and_flush,
+            conformance::resize_keeps_data,
+        ] {
+            suite(&bdev(BlockSize::B4096, 700));
+        }
+    }
+
+    #[test]
+    fn a_large_volume_starts_deallocated() {
+        // 1 GiB of address space; nothing is touched.
+        let b = bdev(BlockSize::B512, 1 << 21);
+        assert_eq!(
+            b.provisioning(Lba(0)).unwrap(),
+            (Provisioning::Deallocated, BlockCount(1 << 21))
+        );
+        b.write(Lba(1_000_000), &[1u8; 512], Durability::Cached).unwrap();
+        // The written block's page (8 blocks of 512) is mapped, alone.
+        let page_start = 1_000_000 / 8 * 8;
+        assert_eq!(
+            b.provisioning(Lba(0)).unwrap(),
+            (Provisioning::Deallocated, BlockCount(page_start))
+        );
+        assert_eq!(
+            b.provisioning(Lba(1_000_001)).unwrap(),
+            (Provisioning::Mapped, BlockCount(page_start + 8 - 1_000_001))
+        );
+        assert_eq!(
+            b.provisioning(Lba(page_start + 8)).unwrap(),
+            (Provisioning::Deallocated, BlockCount((1 << 21) - page_start - 8))
+        );
+    }
+
+    #[test]
+    fn partial_unmap_releases_a_page_once_it_is_all_zero() {
+        let b = bdev(BlockSize::B512, 64);
+        b.write(Lba(0), &[7u8; 1024], Durability::Cached).unwrap();
+        b.unmap(Lba(0), BlockCount(1)).unwrap();
+        assert_eq!(b.provisioning(Lba(0)).unwrap().0, Provisioning::Mapped);
+        b.unmap(Lba(1), BlockCount(1)).unwrap();
+        assert_eq!(
+            b.provisioning(Lba(0)).unwrap(),
+            (Provisioning::Deallocated, BlockCount(64))
+        );
+    }
+
+    #[test]
+    fn stripes_are_ascending_and_cover_the_request() {
+        let r = |offset, len| ByteRange { offset, len };
+        assert_eq!(MallocBdev::stripe_indices(r(0, 512)), vec![0]);
+        assert_eq!(MallocBdev::stripe_indices(r(REGION - 512, 1024)), vec![0, 1]);
+        let wrap = MallocBdev::stripe_indices(r(REGION * (STRIPES as u64 - 1), 2 * REGION));
+        assert_eq!(wrap, vec![0, STRIPES - 1]);
+        assert_eq!(MallocBdev::stripe_indices(r(5, REGION * 300)).len(), STRIPES);
+    }
+
+    #[test]
+    fn growing_past_the_reservation_is_unsupported() {
+        let b = bdev(BlockSize::B4096, 8);
+        let e = b.resize(BlockCount(RESERVATION / 4096 + 1)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert_eq!(b.geometry().block_count, BlockCount(8));
+    }
+
+    #[test]
+    fn concurrent_writers_overlapping() {
+        // Spans several 1 MiB regions so requests cross stripe boundaries.
+        let b: Arc<dyn Bdev> = Arc::new(bdev(BlockSize::B512, 4200));
+        conformance::concurrent_writers(b, true);
+    }
+
+    #[test]
+    fn concurrent_writers_disjoint() {
+        let b: Arc<dyn Bdev> = Arc::new(bdev(BlockSize::B4096, 200));
+        conformance::concurrent_writers(b, false);
+    }
+
+    proptest! {
+        #[test]
+        fn matches_a_byte_model(ops in conformance::ops(48)) {
+            let b = bdev(BlockSize::B512, 48);
+            conformance::against_model(&b, &ops)?;
+        }
+    }
+}
