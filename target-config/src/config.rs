@@ -48,7 +48,7 @@ pub struct PortalConfig {
     pub listen: SocketAddr,
 }
 
-/// The iSCSI well-known port (RFC 7143 §13.4 assigns TCP 3260).
+/// The iSCSI well-known port, TCP 3260 (IANA, RFC 7143).
 pub const ISCSI_PORT: u16 = 3260;
 
 /// `[[volume]]`: one block device the appliance serves.
@@ -182,7 +182,8 @@ impl Config {
     }
 
     /// The configuration as TOML that [`Config::from_toml_str`] reads back
-    /// to an equal value.
+    /// to an equal value. It includes CHAP secrets: write it only where the
+    /// configuration file itself may go.
     pub fn to_toml_string(&self) -> String {
         toml::to_string(self).expect("the configuration always serializes to TOML")
     }

@@ -45,7 +45,9 @@ pub enum Problem {
     MissingDataDir,
     #[error("must not be empty: give a path")]
     EmptyPath,
-    #[error("an empty list runs no reactor: remove the key to use every core, or list core numbers")]
+    #[error(
+        "an empty list runs no reactor: remove the key to use every core, or list core numbers"
+    )]
     NoReactors,
     #[error("core {core} is already listed at reactors[{first}]: list each core once")]
     DuplicateReactor { core: usize, first: usize },
@@ -57,7 +59,9 @@ pub enum Problem {
     DuplicateVolume { first: usize },
     #[error("required for a {backend} volume: add `path = \"...\"`")]
     PathRequired { backend: &'static str },
-    #[error("a malloc volume lives in memory and has no path: remove `path`, or use backend = \"file\"")]
+    #[error(
+        "a malloc volume lives in memory and has no path: remove `path`, or use backend = \"file\""
+    )]
     PathNotAllowed,
     #[error("volume[{first}] uses the same path, and the two would overwrite each other: give each its own file or device")]
     DuplicatePath { first: usize },
@@ -80,7 +84,9 @@ pub enum Problem {
     UnknownVolume { name: VolumeName },
     #[error("volume \"{name}\" is already LUN {first} of this target: list it once")]
     DuplicateLun { name: VolumeName, first: usize },
-    #[error("an empty list admits no initiator: remove the key to admit any, or list initiator IQNs")]
+    #[error(
+        "an empty list admits no initiator: remove the key to admit any, or list initiator IQNs"
+    )]
     NoInitiators,
     #[error("already listed at allowed_initiators[{first}]: list each initiator once")]
     DuplicateInitiator { first: usize },
@@ -88,7 +94,9 @@ pub enum Problem {
     ChapUserLength { len: usize },
     #[error("CHAP secret is {len} bytes: use 12 to 255 bytes (RFC 7143 §12.1.3 asks for at least 96 bits)")]
     ChapSecretLength { len: usize },
-    #[error("mutual CHAP needs initiator CHAP too: add `chap = {{ user = \"...\", secret = \"...\" }}`")]
+    #[error(
+        "mutual CHAP needs initiator CHAP too: add `chap = {{ user = \"...\", secret = \"...\" }}`"
+    )]
     MutualChapWithoutChap,
     #[error("must differ from chap.secret: one secret in both directions invites reflection attacks (RFC 7143 §12.1.3)")]
     MutualChapSameSecret,
@@ -107,6 +115,54 @@ impl fmt::Display for Violation {
     }
 }
 
+/// A TOML error reduced to what is safe to print.
+///
+/// `toml::de::Error` keeps the whole input, CHAP secrets included, and shows
+/// it in `Debug` and in its source snippet; this keeps only the position and
+/// the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TomlError {
+    /// 1-based; `None` when the toml crate gave no position.
+    pub line: Option<usize>,
+    /// 1-based, in characters.
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl TomlError {
+    pub(crate) fn new(error: &toml::de::Error, text: &str) -> Self {
+        let position = error.span().and_then(|span| {
+            // An error at end of input points after the final newline;
+            // report it at the end of the last line, as the toml crate does.
+            let at = if span.start == text.len() && text.ends_with('\n') {
+                span.start - 1
+            } else {
+                span.start
+            };
+            let before = text.get(..at)?;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            Some((
+                before.matches('\n').count() + 1,
+                before[line_start..].chars().count() + 1,
+            ))
+        });
+        TomlError {
+            line: position.map(|(line, _)| line),
+            column: position.map(|(_, column)| column),
+            message: error.message().trim().replace('\n', "; "),
+        }
+    }
+}
+
+impl fmt::Display for TomlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, "line {line}, column {column}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
 /// Why a configuration was rejected.
 ///
 /// Messages embed their cause (the TOML error with its line and column, the
@@ -122,16 +178,13 @@ pub enum ConfigError {
         error: Box<ConfigError>,
     },
     /// Not TOML at all; the message carries line and column.
-    #[error("{0}")]
-    Syntax(toml::de::Error),
+    #[error("invalid TOML at {0}")]
+    Syntax(TomlError),
     /// Valid TOML, but a value has the wrong type or format, a required key
     /// is missing, or a key is unknown. `path` is as deep as the deserializer
     /// got; the message carries line and column.
     #[error("{path}: {error}")]
-    Field {
-        path: FieldPath,
-        error: toml::de::Error,
-    },
+    Field { path: FieldPath, error: TomlError },
     /// Every rule the configuration breaks, one per line.
     #[error("{}", DisplayViolations(.0))]
     Invalid(Vec<Violation>),

@@ -23,8 +23,10 @@ pub use config::{
     example_toml, Backend, ChapCredentials, Config, PortalConfig, ServerConfig, TargetConfig,
     VolumeConfig, ISCSI_PORT,
 };
-pub use error::{ConfigError, FieldPath, Problem, Violation};
-pub use names::{Iqn, IqnError, VolumeName, VolumeNameError, MAX_ISCSI_NAME_LEN, MAX_VOLUME_NAME_LEN};
+pub use error::{ConfigError, FieldPath, Problem, TomlError, Violation};
+pub use names::{
+    Iqn, IqnError, VolumeName, VolumeNameError, MAX_ISCSI_NAME_LEN, MAX_VOLUME_NAME_LEN,
+};
 pub use size::{BlockSizeConfig, BlockSizeError, ByteSize, ByteSizeError};
 pub use validate::MAX_LUNS_PER_TARGET;
 

@@ -74,7 +74,10 @@ fn validate_iqn_body(body: &str) -> Result<(), IqnError> {
         None => (rest, None),
     };
     let label_ok = |label: &str| {
-        !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     if !authority.split('.').all(label_ok) {
         return Err(IqnError::BadAuthority);
@@ -218,7 +221,10 @@ mod tests {
             "naa.52004567ba64678d",
             "naa.62004567ba64678d0123456789abcdef",
         ] {
-            assert_eq!(name.parse::<Iqn>().map(|n| n.to_string()), Ok(name.to_owned()));
+            assert_eq!(
+                name.parse::<Iqn>().map(|n| n.to_string()),
+                Ok(name.to_owned())
+            );
         }
     }
 
@@ -270,10 +276,19 @@ mod tests {
             assert!(ok.parse::<VolumeName>().is_ok(), "{ok:?}");
         }
         assert_eq!("".parse::<VolumeName>(), Err(VolumeNameError::Empty));
-        assert_eq!(".hidden".parse::<VolumeName>(), Err(VolumeNameError::BadStart));
+        assert_eq!(
+            ".hidden".parse::<VolumeName>(),
+            Err(VolumeNameError::BadStart)
+        );
         assert_eq!("-rf".parse::<VolumeName>(), Err(VolumeNameError::BadStart));
-        assert_eq!("a/b".parse::<VolumeName>(), Err(VolumeNameError::BadChar('/')));
-        assert_eq!("a b".parse::<VolumeName>(), Err(VolumeNameError::BadChar(' ')));
+        assert_eq!(
+            "a/b".parse::<VolumeName>(),
+            Err(VolumeNameError::BadChar('/'))
+        );
+        assert_eq!(
+            "a b".parse::<VolumeName>(),
+            Err(VolumeNameError::BadChar(' '))
+        );
         assert_eq!(
             "v".repeat(65).parse::<VolumeName>(),
             Err(VolumeNameError::TooLong(65))

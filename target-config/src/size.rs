@@ -138,7 +138,7 @@ impl FromStr for ByteSize {
         let frac: u128 = frac_digits.parse().map_err(|_| malformed())?;
         let denominator = 10u128.pow(frac_digits.len() as u32);
         let scaled = frac << shift;
-        if scaled % denominator != 0 {
+        if !scaled.is_multiple_of(denominator) {
             return Err(ByteSizeError::NotIntegral(s.to_owned()));
         }
         let extra = u64::try_from(scaled / denominator).map_err(|_| overflow())?;
@@ -313,7 +313,10 @@ mod tests {
         assert_eq!(ByteSize::from_bytes(1000).to_string(), "1000B");
         assert_eq!(ByteSize::from_bytes(0).to_string(), "0B");
         assert_eq!(ByteSize::from_bytes(1 << 40).to_string(), "1TiB");
-        assert_eq!(ByteSize::from_bytes(u64::MAX).to_string(), format!("{}B", u64::MAX));
+        assert_eq!(
+            ByteSize::from_bytes(u64::MAX).to_string(),
+            format!("{}B", u64::MAX)
+        );
     }
 
     #[test]

@@ -16,17 +16,17 @@ use serde::{Deserialize, Serialize};
 use crate::config::{
     Backend, ChapCredentials, Config, PortalConfig, ServerConfig, TargetConfig, VolumeConfig,
 };
-use crate::error::{ConfigError, FieldPath, Problem, Violation};
+use crate::error::{ConfigError, FieldPath, Problem, TomlError, Violation};
 use crate::names::VolumeName;
 use crate::size::{BlockSizeConfig, ByteSize};
 
-/// SAM-5 allows far more, but 256 LUNs fit the single-level flat LUN
-/// addressing every initiator handles (SAM-5 §4.7.7) and keeps REPORT LUNS
+/// SAM-5 allows far more, but 256 LUNs fit the single-level peripheral
+/// device LUN addressing that every initiator handles, and keep REPORT LUNS
 /// to one small response.
 pub const MAX_LUNS_PER_TARGET: usize = 256;
 
-/// RFC 7143 §12.1.3: CHAP secrets of at least 96 bits; 255 bytes is the
-/// longest secret common initiators (open-iscsi, libiscsi) accept.
+/// RFC 7143 §12.1.3: CHAP secrets of at least 96 bits. The upper bound
+/// keeps secrets within what common initiators' secret buffers hold.
 const CHAP_SECRET_LEN: std::ops::RangeInclusive<usize> = 12..=255;
 const CHAP_USER_LEN: std::ops::RangeInclusive<usize> = 1..=255;
 
@@ -127,13 +127,14 @@ impl From<&VolumeConfig> for RawVolume {
 pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
     // Syntax first, on its own, so that a syntax error is never reported
     // against whatever field the deserializer happened to be in.
-    text.parse::<toml::Table>().map_err(ConfigError::Syntax)?;
-    let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
-        .map_err(|error| {
+    text.parse::<toml::Table>()
+        .map_err(|error| ConfigError::Syntax(TomlError::new(&error, text)))?;
+    let raw: RawConfig =
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|error| {
             let path = error.path().to_string();
             ConfigError::Field {
                 path: FieldPath::new(if path == "." { "(top level)" } else { &path }),
-                error: error.into_inner(),
+                error: TomlError::new(error.inner(), text),
             }
         })?;
     build(raw).map_err(ConfigError::Invalid)
@@ -168,14 +169,17 @@ fn build(raw: RawConfig) -> Result<Config, Vec<Violation>> {
     let mut check = Checker::default();
     let server = check_server(&mut check, raw.server);
     check_portals(&mut check, &raw.portals);
+    // Names and paths are checked on the file's volumes, so that a volume
+    // with some other mistake still counts as defined for the targets.
+    check_volume_uniqueness(&mut check, &raw.volumes);
+    let names: Vec<VolumeName> = raw.volumes.iter().map(|v| v.name.clone()).collect();
     let volumes: Vec<VolumeConfig> = raw
         .volumes
         .into_iter()
         .enumerate()
         .filter_map(|(i, volume)| check_volume(&mut check, i, volume))
         .collect();
-    check_volume_uniqueness(&mut check, &volumes);
-    check_targets(&mut check, &raw.targets, &volumes);
+    check_targets(&mut check, &raw.targets, &names);
     match server {
         Some(server) if check.violations.is_empty() => Ok(Config {
             server,
@@ -205,7 +209,10 @@ fn check_server(check: &mut Checker, raw: Option<RawServer>) -> Option<ServerCon
         }
         Some(_) => {}
     }
-    if rpc_socket.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+    if rpc_socket
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
         check.report(path.field("rpc_socket"), Problem::EmptyPath);
     }
     if let Some(cores) = &reactors {
@@ -286,7 +293,7 @@ fn check_volume(check: &mut Checker, index: usize, raw: RawVolume) -> Option<Vol
     })
 }
 
-fn check_volume_uniqueness(check: &mut Checker, volumes: &[VolumeConfig]) {
+fn check_volume_uniqueness(check: &mut Checker, volumes: &[RawVolume]) {
     for (i, first) in Checker::repeats(volumes.iter().map(|v| &v.name)) {
         check.report(
             FieldPath::new("volume").index(i).field("name"),
@@ -295,10 +302,10 @@ fn check_volume_uniqueness(check: &mut Checker, volumes: &[VolumeConfig]) {
     }
     // Paths compare as written: resolving links would be I/O, and two
     // spellings of one file are the operator's to avoid.
-    let with_path: Vec<_> = volumes
+    let with_path: Vec<(usize, &PathBuf)> = volumes
         .iter()
         .enumerate()
-        .filter_map(|(i, v)| v.backend.path().map(|p| (i, p)))
+        .filter_map(|(i, v)| v.path.as_ref().map(|p| (i, p)))
         .collect();
     for (j, first) in Checker::repeats(with_path.iter().map(|(_, p)| p)) {
         check.report(
@@ -310,7 +317,7 @@ fn check_volume_uniqueness(check: &mut Checker, volumes: &[VolumeConfig]) {
     }
 }
 
-fn check_targets(check: &mut Checker, targets: &[TargetConfig], volumes: &[VolumeConfig]) {
+fn check_targets(check: &mut Checker, targets: &[TargetConfig], volumes: &[VolumeName]) {
     for (i, first) in Checker::repeats(targets.iter().map(|t| &t.iqn)) {
         check.report(
             FieldPath::new("target").index(i).field("iqn"),
@@ -326,7 +333,7 @@ fn check_target(
     check: &mut Checker,
     path: FieldPath,
     target: &TargetConfig,
-    volumes: &[VolumeConfig],
+    volumes: &[VolumeName],
 ) {
     let luns_path = path.field("luns");
     if target.luns.is_empty() {
@@ -344,7 +351,7 @@ fn check_target(
     // A volume may be a LUN of several targets (shared storage), but only
     // once per target.
     for (lun, name) in target.luns.iter().enumerate() {
-        if !volumes.iter().any(|v| &v.name == name) {
+        if !volumes.contains(name) {
             check.report(
                 luns_path.index(lun),
                 Problem::UnknownVolume { name: name.clone() },
