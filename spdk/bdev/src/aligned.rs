@@ -88,7 +88,7 @@ impl std::fmt::Debug for AlignedBuf {
 
 /// Whether `buf` can go to an O_DIRECT file descriptor as it is.
 pub(crate) fn is_aligned(buf: &[u8]) -> bool {
-    (buf.as_ptr() as usize) % ALIGN == 0 && buf.len() % ALIGN == 0
+    (buf.as_ptr() as usize).is_multiple_of(ALIGN) && buf.len().is_multiple_of(ALIGN)
 }
 
 thread_local! {

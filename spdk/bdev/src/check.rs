@@ -49,7 +49,7 @@ pub(crate) fn buffer(
     len: usize,
 ) -> Result<ByteRange, BdevError> {
     let bs = block_size.bytes();
-    if len % bs as usize != 0 {
+    if !len.is_multiple_of(bs as usize) {
         return Err(BdevError::Misaligned {
             len,
             block_size: bs,

@@ -12,7 +12,9 @@ fn bs(bdev: &dyn Bdev) -> usize {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect()
 }
 
 fn read_vec(bdev: &dyn Bdev, lba: u64, blocks: usize) -> Vec<u8> {
@@ -35,7 +37,8 @@ pub(crate) fn round_trip(bdev: &dyn Bdev) {
         // A buffer one byte off any alignment, for both directions.
         let mut backing = vec![0u8; blocks * bs + 1];
         backing[1..].copy_from_slice(&pattern(blocks * bs, i as u8 + 100));
-        bdev.write(Lba(lba), &backing[1..], Durability::Cached).unwrap();
+        bdev.write(Lba(lba), &backing[1..], Durability::Cached)
+            .unwrap();
         let mut out = vec![0u8; blocks * bs + 1];
         bdev.read(Lba(lba), &mut out[1..]).unwrap();
         assert_eq!(out[1..], backing[1..]);
@@ -48,13 +51,34 @@ pub(crate) fn rejects_bad_requests(bdev: &dyn Bdev) {
     let bs = bs(bdev);
     let mut two = vec![0u8; 2 * bs];
     let kind = |r: Result<(), crate::BdevError>| r.unwrap_err().kind();
-    assert_eq!(kind(bdev.read(Lba(cap.0 - 1), &mut two)), ErrorKind::OutOfRange);
-    assert_eq!(kind(bdev.write(Lba(cap.0), &two, Durability::Cached)), ErrorKind::OutOfRange);
-    assert_eq!(kind(bdev.write(Lba(u64::MAX), &two, Durability::Fua)), ErrorKind::OutOfRange);
-    assert_eq!(kind(bdev.unmap(Lba(cap.0 - 1), BlockCount(2))), ErrorKind::OutOfRange);
-    assert_eq!(kind(bdev.provisioning(Lba(cap.0)).map(drop)), ErrorKind::OutOfRange);
-    assert_eq!(kind(bdev.read(Lba(0), &mut two[..bs - 1])), ErrorKind::Misaligned);
-    assert_eq!(kind(bdev.write(Lba(0), &two[..bs + 1], Durability::Cached)), ErrorKind::Misaligned);
+    assert_eq!(
+        kind(bdev.read(Lba(cap.0 - 1), &mut two)),
+        ErrorKind::OutOfRange
+    );
+    assert_eq!(
+        kind(bdev.write(Lba(cap.0), &two, Durability::Cached)),
+        ErrorKind::OutOfRange
+    );
+    assert_eq!(
+        kind(bdev.write(Lba(u64::MAX), &two, Durability::Fua)),
+        ErrorKind::OutOfRange
+    );
+    assert_eq!(
+        kind(bdev.unmap(Lba(cap.0 - 1), BlockCount(2))),
+        ErrorKind::OutOfRange
+    );
+    assert_eq!(
+        kind(bdev.provisioning(Lba(cap.0)).map(drop)),
+        ErrorKind::OutOfRange
+    );
+    assert_eq!(
+        kind(bdev.read(Lba(0), &mut two[..bs - 1])),
+        ErrorKind::Misaligned
+    );
+    assert_eq!(
+        kind(bdev.write(Lba(0), &two[..bs + 1], Durability::Cached)),
+        ErrorKind::Misaligned
+    );
 }
 
 /// Every run reported deallocated reads as zeroes; runs tile the device.
@@ -66,7 +90,10 @@ pub(crate) fn check_provisioning_reads_zero(bdev: &dyn Bdev) {
         assert!(run.0 >= 1 && lba + run.0 <= cap, "run {run:?} at {lba}");
         if state == Provisioning::Deallocated {
             let blocks = run.0.min(4096) as usize;
-            assert!(read_vec(bdev, lba, blocks).iter().all(|&b| b == 0), "lba {lba}");
+            assert!(
+                read_vec(bdev, lba, blocks).iter().all(|&b| b == 0),
+                "lba {lba}"
+            );
         }
         lba += run.0;
     }
@@ -87,7 +114,10 @@ pub(crate) fn unmap_zeroes(bdev: &dyn Bdev) {
     // Unmapping everything deallocates everything.
     let cap = bdev.geometry().block_count;
     bdev.unmap(Lba(0), cap).unwrap();
-    assert_eq!(bdev.provisioning(Lba(0)).unwrap(), (Provisioning::Deallocated, cap));
+    assert_eq!(
+        bdev.provisioning(Lba(0)).unwrap(),
+        (Provisioning::Deallocated, cap)
+    );
     bdev.unmap(Lba(0), BlockCount(0)).unwrap();
 }
 
@@ -113,10 +143,15 @@ pub(crate) fn resize_keeps_data(bdev: &dyn Bdev) {
     bdev.resize(BlockCount(half)).unwrap();
     assert_eq!(read_vec(bdev, 0, half as usize), data[..half as usize * bs]);
     let mut one = vec![0u8; bs];
-    assert_eq!(bdev.read(Lba(half), &mut one).unwrap_err().kind(), ErrorKind::OutOfRange);
+    assert_eq!(
+        bdev.read(Lba(half), &mut one).unwrap_err().kind(),
+        ErrorKind::OutOfRange
+    );
     bdev.resize(BlockCount(cap)).unwrap();
     assert_eq!(read_vec(bdev, 0, half as usize), data[..half as usize * bs]);
-    assert!(read_vec(bdev, half, (cap - half) as usize).iter().all(|&b| b == 0));
+    assert!(read_vec(bdev, half, (cap - half) as usize)
+        .iter()
+        .all(|&b| b == 0));
     check_provisioning_reads_zero(bdev);
 }
 
@@ -161,16 +196,29 @@ pub(crate) fn concurrent_writers(bdev: Arc<dyn Bdev>, overlapping: bool) {
     if !overlapping {
         for t in 1..=THREADS {
             let lba = u64::from(t - 1) * span;
-            assert!(read_vec(&*bdev, lba + 1, span as usize - 1).iter().all(|&b| b == t));
+            assert!(read_vec(&*bdev, lba + 1, span as usize - 1)
+                .iter()
+                .all(|&b| b == t));
         }
     }
 }
 
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
-    Write { lba: u64, blocks: u64, seed: u8, fua: bool },
-    Unmap { lba: u64, blocks: u64 },
-    Read { lba: u64, blocks: u64 },
+    Write {
+        lba: u64,
+        blocks: u64,
+        seed: u8,
+        fua: bool,
+    },
+    Unmap {
+        lba: u64,
+        blocks: u64,
+    },
+    Read {
+        lba: u64,
+        blocks: u64,
+    },
     Flush,
 }
 
@@ -195,9 +243,9 @@ pub(crate) fn against_model(bdev: &dyn Bdev, ops: &[Op]) -> Result<(), TestCaseE
     bdev.unmap(Lba(0), BlockCount(cap)).unwrap();
     for op in ops {
         let (lba, blocks) = match *op {
-            Op::Write { lba, blocks, .. } | Op::Unmap { lba, blocks } | Op::Read { lba, blocks } => {
-                (lba, blocks)
-            }
+            Op::Write { lba, blocks, .. }
+            | Op::Unmap { lba, blocks }
+            | Op::Read { lba, blocks } => (lba, blocks),
             Op::Flush => (0, 0),
         };
         let in_range = lba + blocks <= cap;
@@ -205,7 +253,11 @@ pub(crate) fn against_model(bdev: &dyn Bdev, ops: &[Op]) -> Result<(), TestCaseE
         let result = match *op {
             Op::Write { seed, fua, .. } => {
                 let data = pattern(blocks as usize * bs, seed);
-                let durability = if fua { Durability::Fua } else { Durability::Cached };
+                let durability = if fua {
+                    Durability::Fua
+                } else {
+                    Durability::Cached
+                };
                 let r = bdev.write(Lba(lba), &data, durability);
                 if in_range {
                     model[bytes].copy_from_slice(&data);

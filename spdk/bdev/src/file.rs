@@ -237,8 +237,21 @@ impl FileBdev {
             ));
         }
         let stx = statx(&file).map_err(setup_err("stat device bdev"))?;
+        let mut sector: libc::c_int = 0;
+        // SAFETY: BLKSSZGET writes one int through the pointer.
+        cvt(unsafe { libc::ioctl(file.as_raw_fd(), libc::BLKSSZGET, &mut sector) })
+            .map_err(setup_err("BLKSSZGET"))?;
         if buffered_reason.is_none() {
-            buffered_reason = direct_misfit(&stx, block_size);
+            // The logical sector size bounds O_DIRECT alignment on kernels
+            // that do not report STATX_DIOALIGN for block devices.
+            buffered_reason = direct_misfit(&stx, block_size).or_else(|| {
+                (sector as u32 > block_size.bytes()).then(|| {
+                    format!(
+                        "the device's {sector}-byte sectors are larger than the volume's {}-byte blocks",
+                        block_size.bytes()
+                    )
+                })
+            });
             if let Some(reason) = &buffered_reason {
                 // O_DIRECT can be cleared on an open file (fcntl(2)).
                 // SAFETY: fcntl on an open fd with integer arguments.
@@ -550,13 +563,279 @@ impl Bdev for FileBdev {
             })?;
         // Publish a smaller capacity before truncating and a larger one
         // after extending, so no range-checked request reaches past EOF.
-        if blocks < self.capacity() {
+        let old = self.capacity();
+        if blocks < old {
             self.block_count.store(blocks.0, Ordering::Release);
         }
-        self.file
-            .set_len(bytes)
-            .map_err(setup_err("resize file bdev"))?;
+        if let Err(e) = self.file.set_len(bytes) {
+            self.block_count.store(old.0, Ordering::Release);
+            return Err(setup_err("resize file bdev")(e));
+        }
         self.block_count.store(blocks.0, Ordering::Release);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::conformance;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A tempdir on a disk file system (O_DIRECT works) and one on tmpfs
+    /// (it does not), when the machine has /dev/shm.
+    fn dirs() -> Vec<tempfile::TempDir> {
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+            dirs.push(shm);
+        }
+        dirs
+    }
+
+    fn create(dir: &Path, block_size: BlockSize, bytes: u64) -> FileBdev {
+        FileBdev::open_file("f0", dir.join("vol"), block_size, Some(bytes), true).unwrap()
+    }
+
+    #[test]
+    fn conformance_on_every_file_system() {
+        for dir in dirs() {
+            for block_size in [BlockSize::B512, BlockSize::B4096] {
+                for suite in [
+                    conformance::round_trip,
+                    conformance::rejects_bad_requests,
+                    conformance::unmap_zeroes,
+                    conformance::fua_and_flush,
+                    conformance::resize_keeps_data,
+                ] {
+                    let b = create(dir.path(), block_size, 2 * MIB);
+                    let g = b.geometry();
+                    assert!(g.thin_provisioned && g.volatile_cache);
+                    suite(&b);
+                    drop(b);
+                    std::fs::remove_file(dir.path().join("vol")).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tmpfs_works_with_or_without_direct_io() {
+        // tmpfs refuses O_DIRECT before Linux 6.6 and accepts it after.
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            eprintln!("no /dev/shm; skipped");
+            return;
+        };
+        let b = create(dir.path(), BlockSize::B512, MIB);
+        match b.buffered_reason() {
+            Some(reason) => assert!(!b.direct_io() && reason.contains("O_DIRECT"), "{reason}"),
+            None => assert!(b.direct_io()),
+        }
+        conformance::round_trip(&b);
+    }
+
+    #[test]
+    fn direct_io_needs_alignment_no_coarser_than_the_block() {
+        // SAFETY: statx is plain old data.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            direct_misfit(&stx, BlockSize::B512),
+            None,
+            "old kernel: keep O_DIRECT"
+        );
+        stx.stx_mask = libc::STATX_DIOALIGN;
+        stx.stx_dio_offset_align = 512;
+        assert_eq!(direct_misfit(&stx, BlockSize::B512), None);
+        stx.stx_dio_offset_align = 4096;
+        assert!(direct_misfit(&stx, BlockSize::B512)
+            .unwrap()
+            .contains("4096"));
+        assert_eq!(direct_misfit(&stx, BlockSize::B4096), None);
+        stx.stx_dio_offset_align = 0;
+        assert!(direct_misfit(&stx, BlockSize::B4096).is_some());
+    }
+
+    #[test]
+    fn disk_file_systems_use_direct_io_and_io_uring() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = create(dir.path(), BlockSize::B512, MIB);
+        // Informational where /tmp is itself tmpfs or io_uring is disabled.
+        eprintln!(
+            "direct_io={} io_uring={} reason={:?}",
+            b.direct_io(),
+            b.io_uring(),
+            b.buffered_reason()
+        );
+        if b.direct_io() {
+            assert!(b.buffered_reason().is_none());
+        }
+    }
+
+    #[test]
+    fn new_files_are_sparse() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = create(dir.path(), BlockSize::B4096, 64 * MIB);
+        assert_eq!(b.geometry().block_count, BlockCount(16 * 1024));
+        assert_eq!(
+            b.provisioning(Lba(0)).unwrap(),
+            (Provisioning::Deallocated, BlockCount(16 * 1024))
+        );
+        b.write(Lba(100), &vec![1u8; 4096], Durability::Cached)
+            .unwrap();
+        assert_eq!(b.provisioning(Lba(100)).unwrap().0, Provisioning::Mapped);
+        conformance::check_provisioning_reads_zero(&b);
+    }
+
+    #[test]
+    fn reopened_file_keeps_data_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vol");
+        let data: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        {
+            let b = FileBdev::open_file("f0", &path, BlockSize::B512, Some(MIB), true).unwrap();
+            b.write(Lba(77), &data, Durability::Fua).unwrap();
+        }
+        // A different requested size does not truncate an existing file.
+        let b = FileBdev::open_file("f0", &path, BlockSize::B512, Some(4 * MIB), true).unwrap();
+        assert_eq!(b.geometry().block_count, BlockCount(MIB / 512));
+        let mut back = vec![0u8; 8192];
+        b.read(Lba(77), &mut back).unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn open_errors_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vol");
+        let setup = |r: Result<FileBdev, BdevError>| r.unwrap_err().kind();
+        let missing = FileBdev::open_file("f", &path, BlockSize::B512, Some(MIB), false);
+        assert_eq!(setup(missing), ErrorKind::Setup);
+        let no_size = FileBdev::open_file("f", &path, BlockSize::B512, None, true);
+        assert_eq!(setup(no_size), ErrorKind::Setup);
+        let odd = FileBdev::open_file("f", &path, BlockSize::B4096, Some(4096 + 512), true);
+        assert_eq!(setup(odd), ErrorKind::Setup);
+        assert!(!path.exists());
+        let not_a_device = FileBdev::open_device("f", dir.path(), BlockSize::B512);
+        assert_eq!(setup(not_a_device), ErrorKind::Setup);
+        let held = create(dir.path(), BlockSize::B512, MIB);
+        let second = FileBdev::open_file("f", &path, BlockSize::B512, None, false);
+        assert!(second.unwrap_err().to_string().contains("lock"));
+        drop(held);
+        let regular_as_device = FileBdev::open_device("f", &path, BlockSize::B512);
+        assert_eq!(setup(regular_as_device), ErrorKind::Setup);
+    }
+
+    #[test]
+    fn concurrent_writers_overlapping() {
+        for dir in dirs() {
+            let b: Arc<dyn Bdev> = Arc::new(create(dir.path(), BlockSize::B512, MIB));
+            conformance::concurrent_writers(b, true);
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_disjoint() {
+        for dir in dirs() {
+            let b: Arc<dyn Bdev> = Arc::new(create(dir.path(), BlockSize::B4096, MIB));
+            conformance::concurrent_writers(b, false);
+        }
+    }
+
+    /// A loop device over a sparse file, detached on drop.
+    struct Loop(String);
+
+    impl Loop {
+        fn attach(backing: &Path, sector_size: u32) -> Option<Loop> {
+            let out = Command::new("losetup")
+                .args(["-f", "--show", "--sector-size", &sector_size.to_string()])
+                .arg(backing)
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| Loop(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+        }
+    }
+
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn block_device_through_a_loop_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = dir.path().join("disk");
+        File::create(&backing).unwrap().set_len(8 * MIB).unwrap();
+        let Some(dev) = Loop::attach(&backing, 512) else {
+            eprintln!("cannot attach a loop device (needs root and losetup); skipped");
+            return;
+        };
+        let b = FileBdev::open_device("d0", &dev.0, BlockSize::B512).unwrap();
+        assert_eq!(b.geometry().block_count, BlockCount(8 * MIB / 512));
+        assert!(b.geometry().volatile_cache);
+        // Exclusive: a second opener is refused.
+        assert!(FileBdev::open_device("d1", &dev.0, BlockSize::B512).is_err());
+        conformance::round_trip(&b);
+        conformance::rejects_bad_requests(&b);
+        conformance::fua_and_flush(&b);
+        assert_eq!(
+            b.resize(BlockCount(1)).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
+        assert_eq!(
+            b.provisioning(Lba(0)).unwrap(),
+            (Provisioning::Mapped, BlockCount(8 * MIB / 512))
+        );
+        if b.geometry().thin_provisioned {
+            b.write(Lba(0), &vec![9u8; 64 * 512], Durability::Cached)
+                .unwrap();
+            b.unmap(Lba(8), BlockCount(16)).unwrap();
+            let mut back = vec![1u8; 64 * 512];
+            b.read(Lba(0), &mut back).unwrap();
+            assert!(back[..8 * 512].iter().all(|&x| x == 9));
+            assert!(back[8 * 512..24 * 512].iter().all(|&x| x == 0));
+            assert!(back[24 * 512..].iter().all(|&x| x == 9));
+        }
+    }
+
+    #[test]
+    fn small_blocks_on_a_4k_device_use_buffered_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = dir.path().join("disk");
+        File::create(&backing).unwrap().set_len(4 * MIB).unwrap();
+        let Some(dev) = Loop::attach(&backing, 4096) else {
+            eprintln!("cannot attach a loop device (needs root and losetup); skipped");
+            return;
+        };
+        let b = FileBdev::open_device("d0", &dev.0, BlockSize::B512).unwrap();
+        assert!(!b.direct_io());
+        conformance::round_trip(&b);
+        let b4k = {
+            drop(b);
+            FileBdev::open_device("d0", &dev.0, BlockSize::B4096).unwrap()
+        };
+        assert!(b4k.direct_io(), "{:?}", b4k.buffered_reason());
+        conformance::round_trip(&b4k);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn matches_a_byte_model(ops in conformance::ops(48), tmpfs in any::<bool>()) {
+            let dir = if tmpfs {
+                tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir())
+            } else {
+                tempfile::tempdir()
+            }.unwrap();
+            let b = create(dir.path(), BlockSize::B512, 48 * 512);
+            conformance::against_model(&b, &ops)?;
+        }
     }
 }

@@ -305,7 +305,7 @@ impl MallocBdev {
         let same = if allocated { u64::MAX } else { 0 };
         let mut chunk = from;
         while chunk < limit {
-            if chunk % 64 == 0 && bits[chunk / 64].load(Ordering::Relaxed) == same {
+            if chunk.is_multiple_of(64) && bits[chunk / 64].load(Ordering::Relaxed) == same {
                 chunk += 64;
                 continue;
             }
@@ -529,7 +529,8 @@ mod tests {
             b.provisioning(Lba(0)).unwrap(),
             (Provisioning::Deallocated, BlockCount(1 << 21))
         );
-        b.write(Lba(1_000_000), &[1u8; 512], Durability::Cached).unwrap();
+        b.write(Lba(1_000_000), &[1u8; 512], Durability::Cached)
+            .unwrap();
         // The written block's page (8 blocks of 512) is mapped, alone.
         let page_start = 1_000_000 / 8 * 8;
         assert_eq!(
@@ -542,7 +543,10 @@ mod tests {
         );
         assert_eq!(
             b.provisioning(Lba(page_start + 8)).unwrap(),
-            (Provisioning::Deallocated, BlockCount((1 << 21) - page_start - 8))
+            (
+                Provisioning::Deallocated,
+                BlockCount((1 << 21) - page_start - 8)
+            )
         );
     }
 
@@ -563,10 +567,16 @@ mod tests {
     fn stripes_are_ascending_and_cover_the_request() {
         let r = |offset, len| ByteRange { offset, len };
         assert_eq!(MallocBdev::stripe_indices(r(0, 512)), vec![0]);
-        assert_eq!(MallocBdev::stripe_indices(r(REGION - 512, 1024)), vec![0, 1]);
+        assert_eq!(
+            MallocBdev::stripe_indices(r(REGION - 512, 1024)),
+            vec![0, 1]
+        );
         let wrap = MallocBdev::stripe_indices(r(REGION * (STRIPES as u64 - 1), 2 * REGION));
         assert_eq!(wrap, vec![0, STRIPES - 1]);
-        assert_eq!(MallocBdev::stripe_indices(r(5, REGION * 300)).len(), STRIPES);
+        assert_eq!(
+            MallocBdev::stripe_indices(r(5, REGION * 300)).len(),
+            STRIPES
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@ fn probe_ring() -> Result<(), String> {
 
 enum ThreadRing {
     Uninit,
-    Ring(IoUring),
+    Ring(Box<IoUring>),
     /// Ring creation failed on this thread (e.g. RLIMIT_MEMLOCK on kernels
     /// before 5.12); this thread uses the synchronous calls.
     Unavailable,
@@ -99,7 +99,7 @@ unsafe fn on_ring(file: &File, offset: u64, op: Op) -> Option<io::Result<usize>>
             *state = match probe() {
                 Some(_) => ThreadRing::Unavailable,
                 None => match IoUring::new(ENTRIES) {
-                    Ok(ring) => ThreadRing::Ring(ring),
+                    Ok(ring) => ThreadRing::Ring(Box::new(ring)),
                     Err(error) => {
                         tracing::warn!(%error, "io_uring setup failed on this thread; using pread/pwrite");
                         ThreadRing::Unavailable
@@ -129,7 +129,7 @@ unsafe fn on_ring(file: &File, offset: u64, op: Op) -> Option<io::Result<usize>>
             // time guarantees it is never submitted with a dead buffer.
             *state = ThreadRing::Uninit;
         }
-        Some(result.and_then(|res| completion(res)))
+        Some(result.and_then(completion))
     })
 }
 
