@@ -5,6 +5,11 @@
 //! on the I/O path. Addresses and lengths are in logical blocks
 //! ([`Lba`], [`BlockCount`]); buffers are byte slices whose length is a
 //! whole number of blocks.
+//!
+//! Implementations: [`MallocBdev`] (RAM, thin provisioned) and [`FileBdev`]
+//! (a regular file or a block device, O_DIRECT through io_uring). Both
+//! validate requests with the same checks, so every bdev rejects the same
+//! requests with the same [`ErrorKind`].
 
 mod aligned;
 mod check;

@@ -276,6 +276,35 @@ mod tests {
     }
 
     #[test]
+    fn short_reads_are_resumed_until_end_of_file() {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&[5u8; 4100]).unwrap();
+        // The first read returns 4 of 8 bytes; the resubmission hits EOF.
+        let mut buf = [0u8; 8];
+        let e = read_exact_at(&file, &mut buf, 4096).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(buf[..4], [5; 4]);
+    }
+
+    #[test]
+    fn synchronous_fallback_round_trip() {
+        // A thread whose ring could not be set up uses pread/pwrite.
+        std::thread::spawn(|| {
+            RING.with(|r| *r.borrow_mut() = ThreadRing::Unavailable);
+            let file = tempfile::tempfile().unwrap();
+            write_all_at(&file, &[3u8; 1024], 512, true).unwrap();
+            fdatasync(&file).unwrap();
+            let mut buf = [0u8; 1024];
+            read_exact_at(&file, &mut buf, 512).unwrap();
+            assert_eq!(buf, [3u8; 1024]);
+            RING.with(|r| assert!(matches!(*r.borrow(), ThreadRing::Unavailable)));
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn probe_is_stable() {
         assert_eq!(probe(), probe());
     }
