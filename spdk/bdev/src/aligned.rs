@@ -9,14 +9,14 @@ use std::ptr::NonNull;
 /// Alignment of every [`AlignedBuf`]: 4096 satisfies O_DIRECT on any logical
 /// sector size Linux supports and is the page size, so it also suits mmap'd
 /// or registered buffers.
-pub const ALIGN: usize = 4096;
+pub(crate) const ALIGN: usize = 4096;
 
 /// A bounce buffer kept per thread is dropped rather than cached beyond this
 /// size, so one huge request does not pin memory on a reactor forever.
 const POOL_MAX: usize = 4 << 20;
 
 /// A zero-initialised heap buffer whose address and capacity are multiples
-/// of [`ALIGN`]. Derefs to exactly `len` bytes.
+/// of 4096. Derefs to exactly `len` bytes.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
@@ -29,7 +29,7 @@ unsafe impl Send for AlignedBuf {}
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
-    /// A zeroed buffer of `len` bytes (capacity rounded up to [`ALIGN`]).
+    /// A zeroed buffer of `len` bytes (capacity rounded up to 4096).
     pub fn zeroed(len: usize) -> Self {
         let capacity = len.max(1).next_multiple_of(ALIGN);
         let layout = Layout::from_size_align(capacity, ALIGN).expect("buffer size overflows isize");

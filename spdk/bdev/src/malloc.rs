@@ -43,7 +43,7 @@ use crate::{
 
 /// Address space reserved per volume for growth: 1 TiB of the 128 TiB a
 /// process has; it costs page-table entries only where pages are touched.
-pub const RESERVATION: u64 = 1 << 40;
+pub(crate) const RESERVATION: u64 = 1 << 40;
 
 /// Bytes guarded by one stripe lock. Large enough that typical requests
 /// (up to 1 MiB) take one or two locks.
