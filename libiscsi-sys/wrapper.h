@@ -1,0 +1,2 @@
+#include <iscsi/iscsi.h>
+#include <iscsi/scsi-lowlevel.h>
