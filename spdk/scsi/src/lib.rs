@@ -1,1 +1,30 @@
-//! placeholder until the crate lands
+//! SCSI logical units in SPDK's model (SPC-4, SBC-4), transport-agnostic.
+//!
+//! A [`Device`] holds the [`Lun`]s behind one target. A transport turns each
+//! command into [`Device::parse`] (bytes become a typed CDB, once) and
+//! [`Device::execute`], which runs `unit attention check → reservation gate
+//! → command` for the I_T [`Nexus`] the transport owns, and returns a
+//! [`Completion`] with typed [`Sense`] data.
+
+mod block;
+mod cdb;
+mod device;
+mod error;
+mod inquiry;
+mod limits;
+mod lun;
+mod mode;
+mod nexus;
+mod opcodes;
+mod provisioning;
+mod range_lock;
+mod reservation;
+mod sense;
+mod ua;
+
+pub use cdb::{Command, DataDirection, Transfer};
+pub use device::{decode_lun, encode_lun, Device};
+pub use error::TmfError;
+pub use lun::{Lun, LunIdentity, LunOptions};
+pub use nexus::{InitiatorPort, Nexus, TargetPort};
+pub use sense::{Completion, FieldPointer, Sense, SenseKey, SenseReason, Status, FIXED_SENSE_LEN};

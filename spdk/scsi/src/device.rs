@@ -1,0 +1,234 @@
+//! A SCSI target device: the LUNs behind one target, and the execution
+//! pipeline `unit attention check → reservation gate → command`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::cdb::{Cdb, Command};
+use crate::error::TmfError;
+use crate::lun::Lun;
+use crate::nexus::{InitiatorPort, Nexus, NexusId, TargetPort};
+use crate::reservation::{self, Gate};
+use crate::sense::{Completion, Sense, SenseReason};
+use crate::{block, inquiry, mode, opcodes, provisioning};
+
+/// The LUNs of one target (SPDK's `spdk_scsi_dev`).
+#[derive(Debug)]
+pub struct Device {
+    name: String,
+    luns: BTreeMap<u64, Arc<Lun>>,
+    target_port: TargetPort,
+    next_nexus: AtomicU64,
+}
+
+/// LUN 0..=255 use peripheral device addressing, larger ones flat space
+/// addressing (SAM-5 4.7.7); LUNs above 16383 cannot be expressed in one level.
+pub fn encode_lun(lun: u64) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    if lun < 256 {
+        out[1] = lun as u8;
+    } else {
+        let lun = (lun & 0x3FFF) as u16;
+        out[0..2].copy_from_slice(&(0x4000 | lun).to_be_bytes());
+    }
+    out
+}
+
+/// Inverse of [`encode_lun`] for the single-level formats.
+pub fn decode_lun(bytes: [u8; 8]) -> u64 {
+    match bytes[0] >> 6 {
+        0b00 => u64::from(bytes[1]),
+        0b01 => u64::from(u16::from_be_bytes([bytes[0] & 0x3F, bytes[1]])),
+        _ => u64::from_be_bytes(bytes),
+    }
+}
+
+impl Device {
+    pub fn new(name: &str, luns: Vec<(u64, Arc<Lun>)>, target_port: TargetPort) -> Device {
+        Device {
+            name: name.to_string(),
+            luns: luns.into_iter().collect(),
+            target_port,
+            next_nexus: AtomicU64::new(1),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn lun_ids(&self) -> Vec<u64> {
+        self.luns.keys().copied().collect()
+    }
+
+    pub fn lun(&self, lun: u64) -> Option<&Arc<Lun>> {
+        self.luns.get(&lun)
+    }
+
+    pub fn new_nexus(&self, initiator: InitiatorPort) -> Nexus {
+        let id = NexusId(self.next_nexus.fetch_add(1, Ordering::Relaxed));
+        Nexus::new(id, initiator, &self.luns)
+    }
+
+    pub fn parse(&self, lun: u64, cdb: &[u8]) -> Result<Command, Completion> {
+        let block_size = self.luns.get(&lun).map(|l| l.geometry().block_size.bytes());
+        let command = Command::decode(lun, cdb, block_size);
+        if block_size.is_none() && !command.cdb().valid_without_lun() {
+            return Err(Completion::check(SenseReason::LunNotSupported));
+        }
+        Ok(command)
+    }
+
+    pub fn execute(
+        &self,
+        nexus: &mut Nexus,
+        command: &Command,
+        data_out: &[u8],
+        data_in: &mut Vec<u8>,
+    ) -> Completion {
+        data_in.clear();
+        let cdb = command.cdb();
+        let limit = command.transfer().bytes;
+        let result = match self.luns.get(&command.lun()) {
+            None => self.execute_without_lun(cdb, data_in),
+            Some(lun) => self.execute_on_lun(lun, nexus, command.lun(), cdb, data_out, data_in),
+        };
+        // Allocation-length truncation (SPC-4 4.2.5.6).
+        if data_in.len() as u64 > limit {
+            data_in.truncate(limit as usize);
+        }
+        match result {
+            Ok(completion) => completion,
+            Err(reason) => {
+                data_in.clear();
+                Completion::check(reason)
+            }
+        }
+    }
+
+    fn execute_without_lun(&self, cdb: &Cdb, data_in: &mut Vec<u8>) -> Result<Completion, SenseReason> {
+        match cdb {
+            Cdb::ReportLuns { select, .. } => *data_in = self.report_luns(*select),
+            // SPC-4 6.39: sense data LOGICAL UNIT NOT SUPPORTED, status GOOD.
+            Cdb::RequestSense { .. } => {
+                *data_in = Sense::new(SenseReason::LunNotSupported).to_fixed_bytes()
+            }
+            Cdb::Unknown { reason } => return Err(*reason),
+            _ => *data_in = inquiry::no_lun(cdb)?,
+        }
+        Ok(Completion::good())
+    }
+
+    fn execute_on_lun(
+        &self,
+        lun: &Lun,
+        nexus: &mut Nexus,
+        lun_id: u64,
+        cdb: &Cdb,
+        data_out: &[u8],
+        data_in: &mut Vec<u8>,
+    ) -> Result<Completion, SenseReason> {
+        // 1. Unit attention (SAM-5 5.14).
+        if let Cdb::RequestSense { .. } = cdb {
+            let reason = nexus
+                .take_unit_attention(lun_id)
+                .unwrap_or(SenseReason::NoSense);
+            *data_in = Sense::new(reason).to_fixed_bytes();
+            return Ok(Completion::good());
+        }
+        if !cdb.passes_unit_attention() {
+            if let Some(ua) = nexus.take_unit_attention(lun_id) {
+                return Err(ua);
+            }
+        }
+        // 2. Reservations.
+        if reservation::gate(lun, nexus.id, cdb) == Gate::Conflict {
+            return Ok(Completion::reservation_conflict());
+        }
+        // 3. The command.
+        match *cdb {
+            Cdb::Unknown { reason } => return Err(reason),
+            Cdb::TestUnitReady | Cdb::PreventAllowMediumRemoval => {}
+            // Accepted without a power state: a shared LUN stopped by one
+            // host would stall every other host (the LUN is not removable,
+            // LOEJ is rejected at parse).
+            Cdb::StartStopUnit => {}
+            Cdb::RequestSense { .. } => unreachable!("handled before the gate"),
+            Cdb::Inquiry { evpd, page, .. } => {
+                *data_in = inquiry::inquiry(lun, &self.target_port, evpd, page)?
+            }
+            Cdb::ReportLuns { select, .. } => *data_in = self.report_luns(select),
+            Cdb::ReadCapacity10 => *data_in = block::read_capacity_10(lun),
+            Cdb::ReadCapacity16 { .. } => *data_in = block::read_capacity_16(lun),
+            Cdb::GetLbaStatus { lba, alloc } => {
+                *data_in = provisioning::get_lba_status(lun, lba, alloc)?
+            }
+            Cdb::Read { extent, .. } => block::read(lun, extent, data_in)?,
+            Cdb::Write { extent, fua } => block::write(lun, extent, fua, data_out)?,
+            Cdb::WriteAndVerify { extent, check } => {
+                block::write_and_verify(lun, extent, check, data_out)?
+            }
+            Cdb::Verify { extent, check } => block::verify(lun, extent, check, data_out)?,
+            Cdb::OrWrite { extent, fua } => block::or_write(lun, extent, fua, data_out)?,
+            Cdb::CompareAndWrite { extent, fua } => {
+                block::compare_and_write(lun, extent, fua, data_out)?
+            }
+            Cdb::WriteSame(ws) => provisioning::write_same(lun, ws, data_out)?,
+            Cdb::Unmap { param_len } => provisioning::unmap(lun, param_len, data_out)?,
+            Cdb::SynchronizeCache { extent } => block::synchronize_cache(lun, extent)?,
+            Cdb::PreFetch { extent } => block::pre_fetch(lun, extent)?,
+            Cdb::ModeSense(ms) => *data_in = mode::sense(lun, &ms)?,
+            Cdb::ModeSelect(ms) => {
+                if mode::select(lun, &ms, data_out)? {
+                    // SPC-4 5.14: the other nexuses learn of the change.
+                    lun.events
+                        .publish(SenseReason::ModeParametersChanged, Some(nexus.id));
+                }
+            }
+            Cdb::ReportSupportedOpcodes { query, .. } => {
+                *data_in =
+                    opcodes::report_supported_opcodes(query, lun.geometry().thin_provisioned)?
+            }
+            Cdb::ReportSupportedTmfs { repd, .. } => *data_in = opcodes::report_supported_tmfs(repd),
+            Cdb::Reserve => {
+                if !lun.reserve(nexus.id) {
+                    return Ok(Completion::reservation_conflict());
+                }
+            }
+            Cdb::Release => lun.release(nexus.id),
+        }
+        Ok(Completion::good())
+    }
+
+    /// REPORT LUNS parameter data (SPC-4 6.33). SELECT REPORT 1 asks for
+    /// well-known LUNs only, of which there are none.
+    fn report_luns(&self, select: u8) -> Vec<u8> {
+        let ids: Vec<u64> = if select == 1 {
+            Vec::new()
+        } else {
+            self.lun_ids()
+        };
+        let mut out = Vec::with_capacity(8 + 8 * ids.len());
+        out.extend_from_slice(&((8 * ids.len()) as u32).to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        for id in ids {
+            out.extend_from_slice(&encode_lun(id));
+        }
+        out
+    }
+
+    /// LOGICAL UNIT RESET (SAM-5 7.7).
+    pub fn lun_reset(&self, lun: u64, by: &Nexus) -> Result<(), TmfError> {
+        let l = self.luns.get(&lun).ok_or(TmfError::NoSuchLun { lun })?;
+        l.reset(Some(by.id));
+        Ok(())
+    }
+
+    /// TARGET RESET (SAM-5 7.9): a logical unit reset of every LUN.
+    pub fn target_reset(&self, by: &Nexus) {
+        for lun in self.luns.values() {
+            lun.reset(Some(by.id));
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Limits advertised in the Block Limits VPD page (SBC-4 6.6.4) and enforced
+//! when a CDB is parsed. Expressed in bytes so they mean the same amount of
+//! memory for 512- and 4096-byte blocks.
+
+/// Largest READ/WRITE/VERIFY transfer: bounds the buffer one command holds.
+pub(crate) const MAX_TRANSFER_BYTES: u64 = 8 << 20;
+/// OPTIMAL TRANSFER LENGTH: large enough to amortise per-command cost.
+pub(crate) const OPTIMAL_TRANSFER_BYTES: u64 = 1 << 20;
+/// MAXIMUM WRITE SAME LENGTH: a WRITE SAME is written in chunks on the
+/// calling reactor, so it is bounded to keep one command's latency bounded.
+pub(crate) const MAX_WRITE_SAME_BYTES: u64 = 256 << 20;
+/// Chunk in which WRITE SAME repeats its block.
+pub(crate) const WRITE_SAME_CHUNK_BYTES: u64 = 1 << 20;
+/// MAXIMUM COMPARE AND WRITE LENGTH (a one-byte field).
+pub(crate) const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 255;
+/// MAXIMUM UNMAP LBA COUNT: deallocation is metadata-only on thin bdevs.
+pub(crate) const MAX_UNMAP_LBA_COUNT: u32 = 1 << 26;
+/// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT.
+pub(crate) const MAX_UNMAP_DESCRIPTORS: u32 = 256;
+
+pub(crate) fn max_transfer_blocks(block_size: u32) -> u64 {
+    MAX_TRANSFER_BYTES / u64::from(block_size)
+}
+
+pub(crate) fn optimal_transfer_blocks(block_size: u32) -> u64 {
+    OPTIMAL_TRANSFER_BYTES / u64::from(block_size)
+}
+
+pub(crate) fn max_write_same_blocks(block_size: u32) -> u64 {
+    MAX_WRITE_SAME_BYTES / u64::from(block_size)
+}

@@ -1,0 +1,136 @@
+//! One logical unit over a bdev: identity, LU-wide mode parameters, the
+//! unit attention event log, the SPC-2 reservation and the range lock.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use reservoir_bdev::{Bdev, Durability, Geometry};
+
+use crate::nexus::NexusId;
+use crate::range_lock::RangeLock;
+use crate::sense::SenseReason;
+use crate::ua::EventLog;
+
+/// How the appliance names a volume to initiators (SPC-4 7.8.6, 7.8.15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunIdentity {
+    /// UNIT SERIAL NUMBER (VPD page 80h), printable ASCII.
+    pub serial: String,
+    /// NAA IEEE Registered Extended designator (NAA 6), stable per volume.
+    pub naa: [u8; 16],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunOptions {
+    /// Writes fail with DATA PROTECT, WRITE PROTECTED.
+    pub read_only: bool,
+    pub identity: LunIdentity,
+}
+
+/// One logical unit, shared by every session that reaches it.
+#[derive(Debug)]
+pub struct Lun {
+    bdev: Arc<dyn Bdev>,
+    options: LunOptions,
+    /// Caching mode page WCE (SBC-4 6.5.5); a LU-wide parameter.
+    write_cache: AtomicBool,
+    pub(crate) events: EventLog,
+    /// SPC-2 RESERVE(6/10) holder; 0 when unreserved (nexus ids start at 1).
+    reserved_by: AtomicU64,
+    pub(crate) range_lock: RangeLock,
+}
+
+impl Lun {
+    pub fn new(bdev: Arc<dyn Bdev>, options: LunOptions) -> Lun {
+        let write_cache = bdev.geometry().volatile_cache;
+        Lun {
+            bdev,
+            options,
+            write_cache: AtomicBool::new(write_cache),
+            events: EventLog::default(),
+            reserved_by: AtomicU64::new(0),
+            range_lock: RangeLock::default(),
+        }
+    }
+
+    pub fn bdev(&self) -> &Arc<dyn Bdev> {
+        &self.bdev
+    }
+
+    pub fn options(&self) -> &LunOptions {
+        &self.options
+    }
+
+    /// Call after the bdev was resized: every nexus gets CAPACITY DATA HAS
+    /// CHANGED (SBC-4 4.11).
+    pub fn capacity_changed(&self) {
+        self.events.publish(SenseReason::CapacityDataChanged, None);
+    }
+
+    pub(crate) fn geometry(&self) -> Geometry {
+        self.bdev.geometry()
+    }
+
+    pub(crate) fn read_only(&self) -> bool {
+        self.options.read_only
+    }
+
+    pub(crate) fn write_cache_enabled(&self) -> bool {
+        self.write_cache.load(Ordering::Relaxed)
+    }
+
+    /// WCE is changeable only when the bdev has a volatile cache to enable.
+    pub(crate) fn write_cache_changeable(&self) -> bool {
+        self.geometry().volatile_cache
+    }
+
+    /// Sets WCE; returns whether it changed.
+    pub(crate) fn set_write_cache(&self, enabled: bool) -> bool {
+        self.write_cache.swap(enabled, Ordering::Relaxed) != enabled
+    }
+
+    /// Durability of a write: FUA as asked, and always with the write cache
+    /// disabled (SBC-4 6.5.5: WCE=0 completes writes on the medium).
+    pub(crate) fn durability(&self, fua: bool) -> Durability {
+        if fua || !self.write_cache_enabled() {
+            Durability::Fua
+        } else {
+            Durability::Cached
+        }
+    }
+
+    pub(crate) fn reservation_holder(&self) -> Option<NexusId> {
+        match self.reserved_by.load(Ordering::Acquire) {
+            0 => None,
+            id => Some(NexusId(id)),
+        }
+    }
+
+    /// SPC-2 RESERVE: succeeds when unreserved or already held by `by`.
+    pub(crate) fn reserve(&self, by: NexusId) -> bool {
+        match self
+            .reserved_by
+            .compare_exchange(0, by.0, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(holder) => holder == by.0,
+        }
+    }
+
+    /// SPC-2 RELEASE by `by`: only the holder's release has an effect.
+    pub(crate) fn release(&self, by: NexusId) {
+        let _ = self
+            .reserved_by
+            .compare_exchange(by.0, 0, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// LOGICAL UNIT RESET (SAM-5 6.3.3): SPC-2 reservation released, mode
+    /// parameters back to their defaults, BUS DEVICE RESET FUNCTION
+    /// OCCURRED to every other nexus.
+    pub(crate) fn reset(&self, by: Option<NexusId>) {
+        self.reserved_by.store(0, Ordering::Release);
+        self.write_cache
+            .store(self.geometry().volatile_cache, Ordering::Relaxed);
+        self.events.publish(SenseReason::BusDeviceReset, by);
+    }
+}
