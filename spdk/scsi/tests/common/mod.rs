@@ -1,0 +1,266 @@
+//! A Vec-backed bdev and helpers to drive a `Device` like a transport would.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use reservoir_bdev::{
+    Bdev, BdevError, BlockCount, BlockSize, Durability, ErrorKind, Geometry, Lba, Provisioning,
+};
+use reservoir_scsi::{
+    Completion, Device, InitiatorPort, Lun, LunIdentity, LunOptions, Nexus, SenseKey, Status,
+    TargetPort,
+};
+
+#[derive(Debug)]
+pub struct VecBdev {
+    pub data: Mutex<Vec<u8>>,
+    pub mapped: Mutex<Vec<bool>>,
+    pub geometry: Mutex<Geometry>,
+    pub fail_reads: AtomicBool,
+    pub fail_writes: AtomicBool,
+    pub fua_writes: Mutex<u32>,
+    pub flushes: Mutex<u32>,
+}
+
+impl VecBdev {
+    pub fn new(block_size: BlockSize, blocks: u64, thin: bool, volatile_cache: bool) -> Arc<Self> {
+        let bs = block_size.bytes() as usize;
+        Arc::new(VecBdev {
+            data: Mutex::new(vec![0; bs * blocks as usize]),
+            mapped: Mutex::new(vec![!thin; blocks as usize]),
+            geometry: Mutex::new(Geometry {
+                block_size,
+                block_count: BlockCount(blocks),
+                thin_provisioned: thin,
+                volatile_cache,
+            }),
+            fail_reads: AtomicBool::new(false),
+            fail_writes: AtomicBool::new(false),
+            fua_writes: Mutex::new(0),
+            flushes: Mutex::new(0),
+        })
+    }
+
+    fn bs(&self) -> usize {
+        self.geometry.lock().unwrap().block_size.bytes() as usize
+    }
+
+    fn check(&self, lba: Lba, len: usize) -> Result<(), BdevError> {
+        let g = *self.geometry.lock().unwrap();
+        let count = (len / self.bs()) as u64;
+        if lba.0 + count > g.block_count.0 {
+            return Err(BdevError::OutOfRange {
+                lba,
+                count: BlockCount(count),
+                capacity: g.block_count,
+            });
+        }
+        Ok(())
+    }
+
+    fn io_error(op: &'static str, kind: ErrorKind) -> BdevError {
+        BdevError::Io {
+            op,
+            kind,
+            source: std::io::Error::other("injected"),
+        }
+    }
+}
+
+impl Bdev for VecBdev {
+    fn name(&self) -> &str {
+        "vec"
+    }
+
+    fn geometry(&self) -> Geometry {
+        *self.geometry.lock().unwrap()
+    }
+
+    fn read(&self, lba: Lba, buf: &mut [u8]) -> Result<(), BdevError> {
+        if self.fail_reads.load(Ordering::Relaxed) {
+            return Err(Self::io_error("read", ErrorKind::ReadFailed));
+        }
+        self.check(lba, buf.len())?;
+        let start = lba.0 as usize * self.bs();
+        buf.copy_from_slice(&self.data.lock().unwrap()[start..start + buf.len()]);
+        Ok(())
+    }
+
+    fn write(&self, lba: Lba, buf: &[u8], durability: Durability) -> Result<(), BdevError> {
+        if self.fail_writes.load(Ordering::Relaxed) {
+            return Err(Self::io_error("write", ErrorKind::WriteFailed));
+        }
+        self.check(lba, buf.len())?;
+        let bs = self.bs();
+        let start = lba.0 as usize * bs;
+        self.data.lock().unwrap()[start..start + buf.len()].copy_from_slice(buf);
+        let mut mapped = self.mapped.lock().unwrap();
+        for b in lba.0 as usize..lba.0 as usize + buf.len() / bs {
+            mapped[b] = true;
+        }
+        if durability == Durability::Fua {
+            *self.fua_writes.lock().unwrap() += 1;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), BdevError> {
+        *self.flushes.lock().unwrap() += 1;
+        Ok(())
+    }
+
+    fn unmap(&self, lba: Lba, count: BlockCount) -> Result<(), BdevError> {
+        let bs = self.bs();
+        self.check(lba, count.0 as usize * bs)?;
+        let start = lba.0 as usize * bs;
+        self.data.lock().unwrap()[start..start + count.0 as usize * bs].fill(0);
+        let mut mapped = self.mapped.lock().unwrap();
+        for b in lba.0..lba.0 + count.0 {
+            mapped[b as usize] = false;
+        }
+        Ok(())
+    }
+
+    fn provisioning(&self, lba: Lba) -> Result<(Provisioning, BlockCount), BdevError> {
+        let mapped = self.mapped.lock().unwrap();
+        let state = *mapped
+            .get(lba.0 as usize)
+            .ok_or(BdevError::Unsupported { what: "lba" })?;
+        let run = mapped[lba.0 as usize..]
+            .iter()
+            .take_while(|&&m| m == state)
+            .count();
+        let p = if state {
+            Provisioning::Mapped
+        } else {
+            Provisioning::Deallocated
+        };
+        Ok((p, BlockCount(run as u64)))
+    }
+
+    fn resize(&self, blocks: BlockCount) -> Result<(), BdevError> {
+        let bs = self.bs();
+        self.data.lock().unwrap().resize(bs * blocks.0 as usize, 0);
+        self.mapped.lock().unwrap().resize(blocks.0 as usize, false);
+        self.geometry.lock().unwrap().block_count = blocks;
+        Ok(())
+    }
+}
+
+pub const BLOCKS: u64 = 1024;
+pub const BS: usize = 512;
+
+pub struct Fixture {
+    pub bdev: Arc<VecBdev>,
+    pub lun: Arc<Lun>,
+    pub device: Device,
+}
+
+pub struct Opts {
+    pub thin: bool,
+    pub volatile_cache: bool,
+    pub read_only: bool,
+    pub blocks: u64,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            thin: true,
+            volatile_cache: true,
+            read_only: false,
+            blocks: BLOCKS,
+        }
+    }
+}
+
+pub fn fixture(opts: Opts) -> Fixture {
+    let bdev = VecBdev::new(BlockSize::B512, opts.blocks, opts.thin, opts.volatile_cache);
+    let lun = Arc::new(Lun::new(
+        bdev.clone(),
+        LunOptions {
+            read_only: opts.read_only,
+            identity: LunIdentity {
+                serial: "SER0001".into(),
+                naa: [0x60, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+            },
+        },
+    ));
+    let device = Device::new(
+        "iqn.2026-01.test:dev",
+        vec![(1, lun.clone())],
+        TargetPort {
+            name: "iqn.2026-01.test:dev,t,0x0001".into(),
+            relative_id: 1,
+        },
+    );
+    Fixture { bdev, lun, device }
+}
+
+impl Fixture {
+    /// A nexus with its power-on unit attention already consumed.
+    pub fn nexus(&self, name: &str) -> Nexus {
+        let mut n = self.device.new_nexus(InitiatorPort {
+            name: name.into(),
+            isid: [0x80, 0, 0, 0, 0, 1],
+        });
+        let (c, _) = self.run(&mut n, 1, &[0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(c.status, Status::CheckCondition);
+        let (c, _) = self.run(&mut n, 1, &[0, 0, 0, 0, 0, 0], &[]);
+        assert_eq!(c, Completion::good());
+        n
+    }
+
+    pub fn run(&self, n: &mut Nexus, lun: u64, cdb: &[u8], data_out: &[u8]) -> (Completion, Vec<u8>) {
+        let mut data_in = Vec::new();
+        let c = match self.device.parse(lun, cdb) {
+            Ok(cmd) => {
+                let c = self.device.execute(n, &cmd, data_out, &mut data_in);
+                assert!(data_in.len() as u64 <= cmd.transfer().bytes);
+                c
+            }
+            Err(c) => c,
+        };
+        (c, data_in)
+    }
+}
+
+#[track_caller]
+pub fn assert_sense(c: &Completion, key: SenseKey, asc: u8, ascq: u8) {
+    assert_eq!(c.status, Status::CheckCondition, "{c:?}");
+    let s = c.sense.expect("sense data");
+    assert_eq!((s.key(), s.asc_ascq()), (key, (asc, ascq)), "{c:?}");
+}
+
+#[track_caller]
+pub fn assert_good(c: &Completion) {
+    assert_eq!(*c, Completion::good());
+}
+
+pub fn cdb10(op: u8, flags: u8, lba: u32, len: u16) -> Vec<u8> {
+    let mut c = vec![0u8; 10];
+    c[0] = op;
+    c[1] = flags;
+    c[2..6].copy_from_slice(&lba.to_be_bytes());
+    c[7..9].copy_from_slice(&len.to_be_bytes());
+    c
+}
+
+pub fn cdb16(op: u8, flags: u8, lba: u64, len: u32) -> Vec<u8> {
+    let mut c = vec![0u8; 16];
+    c[0] = op;
+    c[1] = flags;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[10..14].copy_from_slice(&len.to_be_bytes());
+    c
+}
+
+pub fn cdb12(op: u8, flags: u8, lba: u32, len: u32) -> Vec<u8> {
+    let mut c = vec![0u8; 12];
+    c[0] = op;
+    c[1] = flags;
+    c[2..6].copy_from_slice(&lba.to_be_bytes());
+    c[6..10].copy_from_slice(&len.to_be_bytes());
+    c
+}
