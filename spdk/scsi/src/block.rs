@@ -54,7 +54,9 @@ pub(crate) fn data_out(data: &[u8], bytes: usize) -> Result<&[u8], SenseReason> 
 }
 
 fn read_into(lun: &Lun, lba: Lba, buf: &mut [u8]) -> Result<(), SenseReason> {
-    lun.bdev().read(lba, buf).map_err(|e| medium_error(&e, true))
+    lun.bdev()
+        .read(lba, buf)
+        .map_err(|e| medium_error(&e, true))
 }
 
 fn write_from(lun: &Lun, lba: Lba, buf: &[u8], durability: Durability) -> Result<(), SenseReason> {
@@ -146,7 +148,12 @@ pub(crate) fn verify(
     }
 }
 
-pub(crate) fn or_write(lun: &Lun, extent: Extent, fua: bool, data: &[u8]) -> Result<(), SenseReason> {
+pub(crate) fn or_write(
+    lun: &Lun,
+    extent: Extent,
+    fua: bool,
+    data: &[u8],
+) -> Result<(), SenseReason> {
     check_writable(lun)?;
     check_range(lun, extent)?;
     if extent.blocks == 0 {
@@ -202,9 +209,7 @@ fn check_range_to_end(lun: &Lun, extent: Extent) -> Result<(), SenseReason> {
 
 pub(crate) fn synchronize_cache(lun: &Lun, extent: Extent) -> Result<(), SenseReason> {
     check_range_to_end(lun, extent)?;
-    lun.bdev()
-        .flush()
-        .map_err(|e| medium_error(&e, false))
+    lun.bdev().flush().map_err(|e| medium_error(&e, false))
 }
 
 /// PRE-FETCH: nothing to stage, the bdev has no separate read cache; GOOD

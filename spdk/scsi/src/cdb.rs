@@ -117,34 +117,80 @@ pub(crate) struct WriteSame {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cdb {
     TestUnitReady,
-    RequestSense { alloc: u32 },
-    Inquiry { evpd: bool, page: u8, alloc: u32 },
-    ReportLuns { select: u8, alloc: u32 },
+    RequestSense {
+        alloc: u32,
+    },
+    Inquiry {
+        evpd: bool,
+        page: u8,
+        alloc: u32,
+    },
+    ReportLuns {
+        select: u8,
+        alloc: u32,
+    },
     ReadCapacity10,
-    ReadCapacity16 { alloc: u32 },
-    GetLbaStatus { lba: Lba, alloc: u32 },
-    Read { extent: Extent, fua: bool },
-    Write { extent: Extent, fua: bool },
-    WriteAndVerify { extent: Extent, check: ByteCheck },
-    Verify { extent: Extent, check: ByteCheck },
-    OrWrite { extent: Extent, fua: bool },
-    CompareAndWrite { extent: Extent, fua: bool },
+    ReadCapacity16 {
+        alloc: u32,
+    },
+    GetLbaStatus {
+        lba: Lba,
+        alloc: u32,
+    },
+    Read {
+        extent: Extent,
+        fua: bool,
+    },
+    Write {
+        extent: Extent,
+        fua: bool,
+    },
+    WriteAndVerify {
+        extent: Extent,
+        check: ByteCheck,
+    },
+    Verify {
+        extent: Extent,
+        check: ByteCheck,
+    },
+    OrWrite {
+        extent: Extent,
+        fua: bool,
+    },
+    CompareAndWrite {
+        extent: Extent,
+        fua: bool,
+    },
     WriteSame(WriteSame),
-    Unmap { param_len: u32 },
-    SynchronizeCache { extent: Extent },
-    PreFetch { extent: Extent },
+    Unmap {
+        param_len: u32,
+    },
+    SynchronizeCache {
+        extent: Extent,
+    },
+    PreFetch {
+        extent: Extent,
+    },
     ModeSense(ModeSense),
     ModeSelect(ModeSelect),
     StartStopUnit,
     PreventAllowMediumRemoval,
-    ReportSupportedOpcodes { query: OpcodeQuery, alloc: u32 },
-    ReportSupportedTmfs { repd: bool, alloc: u32 },
+    ReportSupportedOpcodes {
+        query: OpcodeQuery,
+        alloc: u32,
+    },
+    ReportSupportedTmfs {
+        repd: bool,
+        alloc: u32,
+    },
     Reserve,
     Release,
     /// A CDB this device server does not execute: unsupported opcode or
     /// service action, or an invalid field. Kept as a command so that unit
     /// attentions and reservations take precedence over the error.
-    Unknown { reason: SenseReason },
+    Unknown {
+        reason: SenseReason,
+    },
 }
 
 impl Cdb {
@@ -281,7 +327,9 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
     let bounded = |e: Extent| -> Result<Extent, SenseReason> {
         // SBC-4 6.6.4: a transfer over MAXIMUM TRANSFER LENGTH is an invalid field.
         if e.blocks > max_blocks {
-            return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(blocks_field)));
+            return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(
+                blocks_field,
+            )));
         }
         Ok(e)
     };
@@ -300,13 +348,19 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
             no_protection(cdb)?;
             let extent = bounded(extent(cdb))?;
             let fua = opcode != 0x08 && fua;
-            (Cdb::Read { extent, fua }, Transfer::data_in(extent.blocks * bs))
+            (
+                Cdb::Read { extent, fua },
+                Transfer::data_in(extent.blocks * bs),
+            )
         }
         0x0A | 0x2A | 0xAA | 0x8A => {
             no_protection(cdb)?;
             let extent = bounded(extent(cdb))?;
             let fua = opcode != 0x0A && fua;
-            (Cdb::Write { extent, fua }, Transfer::data_out(extent.blocks * bs))
+            (
+                Cdb::Write { extent, fua },
+                Transfer::data_out(extent.blocks * bs),
+            )
         }
         0x2E | 0xAE | 0x8E => {
             no_protection(cdb)?;
@@ -332,7 +386,10 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
         0x8B => {
             no_protection(cdb)?;
             let extent = bounded(extent(cdb))?;
-            (Cdb::OrWrite { extent, fua }, Transfer::data_out(extent.blocks * bs))
+            (
+                Cdb::OrWrite { extent, fua },
+                Transfer::data_out(extent.blocks * bs),
+            )
         }
         0x89 => {
             no_protection(cdb)?;
@@ -359,10 +416,14 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
             let extent = extent(cdb);
             // WSNZ=1 in the Block Limits page: zero blocks is not "to the end".
             if extent.blocks == 0 {
-                return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(blocks_field)));
+                return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(
+                    blocks_field,
+                )));
             }
             if extent.blocks > limits::max_write_same_blocks(block_size) {
-                return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(blocks_field)));
+                return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(
+                    blocks_field,
+                )));
             }
             let ndob = opcode == 0x93 && cdb[1] & 0x01 != 0;
             let ws = WriteSame {
@@ -378,7 +439,10 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
                 return Err(invalid(1, 0));
             }
             let param_len = be(&cdb[7..9]) as u32;
-            (Cdb::Unmap { param_len }, Transfer::data_out(param_len.into()))
+            (
+                Cdb::Unmap { param_len },
+                Transfer::data_out(param_len.into()),
+            )
         }
         0x35 | 0x91 => (
             Cdb::SynchronizeCache {
@@ -438,7 +502,10 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
                 if cdb[14] & 0x01 == 0 && be(&cdb[2..10]) != 0 {
                     return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(2)));
                 }
-                (Cdb::ReadCapacity16 { alloc }, Transfer::data_in(alloc.into()))
+                (
+                    Cdb::ReadCapacity16 { alloc },
+                    Transfer::data_in(alloc.into()),
+                )
             } else {
                 (
                     Cdb::GetLbaStatus {
@@ -568,7 +635,9 @@ mod tests {
 
     #[test]
     fn transfer_over_limit_is_invalid_field() {
-        let c = parse(&[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0]);
+        let c = parse(&[
+            0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0,
+        ]);
         assert_eq!(
             c.cdb,
             Cdb::Unknown {

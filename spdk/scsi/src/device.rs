@@ -107,7 +107,11 @@ impl Device {
         }
     }
 
-    fn execute_without_lun(&self, cdb: &Cdb, data_in: &mut Vec<u8>) -> Result<Completion, SenseReason> {
+    fn execute_without_lun(
+        &self,
+        cdb: &Cdb,
+        data_in: &mut Vec<u8>,
+    ) -> Result<Completion, SenseReason> {
         match cdb {
             Cdb::ReportLuns { select, .. } => *data_in = self.report_luns(*select),
             // SPC-4 6.39: sense data LOGICAL UNIT NOT SUPPORTED, status GOOD.
@@ -190,7 +194,9 @@ impl Device {
                 *data_in =
                     opcodes::report_supported_opcodes(query, lun.geometry().thin_provisioned)?
             }
-            Cdb::ReportSupportedTmfs { repd, .. } => *data_in = opcodes::report_supported_tmfs(repd),
+            Cdb::ReportSupportedTmfs { repd, .. } => {
+                *data_in = opcodes::report_supported_tmfs(repd)
+            }
             Cdb::Reserve => {
                 if !lun.reserve(nexus.id) {
                     return Ok(Completion::reservation_conflict());

@@ -127,7 +127,10 @@ fn block_limits(lun: &Lun) -> Vec<u8> {
     put(5, &[limits::MAX_COMPARE_AND_WRITE_BLOCKS]);
     put(6, &1u16.to_be_bytes()); // OPTIMAL TRANSFER LENGTH GRANULARITY
     put(8, &(limits::max_transfer_blocks(bs) as u32).to_be_bytes());
-    put(12, &(limits::optimal_transfer_blocks(bs) as u32).to_be_bytes());
+    put(
+        12,
+        &(limits::optimal_transfer_blocks(bs) as u32).to_be_bytes(),
+    );
     if geometry.thin_provisioned {
         put(20, &limits::MAX_UNMAP_LBA_COUNT.to_be_bytes());
         put(24, &limits::MAX_UNMAP_DESCRIPTORS.to_be_bytes());

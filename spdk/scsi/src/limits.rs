@@ -11,8 +11,10 @@ pub(crate) const OPTIMAL_TRANSFER_BYTES: u64 = 1 << 20;
 pub(crate) const MAX_WRITE_SAME_BYTES: u64 = 256 << 20;
 /// Chunk in which WRITE SAME repeats its block.
 pub(crate) const WRITE_SAME_CHUNK_BYTES: u64 = 1 << 20;
-/// MAXIMUM COMPARE AND WRITE LENGTH (a one-byte field).
-pub(crate) const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 255;
+/// MAXIMUM COMPARE AND WRITE LENGTH: the lock is held exclusive while the
+/// blocks are read, compared and written, so keep the range short (atomic
+/// test-and-set users such as VMware ATS use one block).
+pub(crate) const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 128;
 /// MAXIMUM UNMAP LBA COUNT: deallocation is metadata-only on thin bdevs.
 pub(crate) const MAX_UNMAP_LBA_COUNT: u32 = 1 << 26;
 /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT.

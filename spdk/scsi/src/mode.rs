@@ -120,7 +120,9 @@ pub(crate) fn select(lun: &Lun, ms: &ModeSelect, data: &[u8]) -> Result<bool, Se
     if len == 0 {
         return Ok(false);
     }
-    let data = data.get(..len).ok_or(SenseReason::ParameterListLengthError)?;
+    let data = data
+        .get(..len)
+        .ok_or(SenseReason::ParameterListLengthError)?;
     let field = |byte: usize, bit: Option<u8>| {
         SenseReason::InvalidFieldInParameterList(FieldPointer {
             byte: byte.min(usize::from(u16::MAX)) as u16,
@@ -180,7 +182,9 @@ pub(crate) fn select(lun: &Lun, ms: &ModeSelect, data: &[u8]) -> Result<bool, Se
         }
         let current = page(lun, code, PageControl::Current);
         let changeable = page(lun, code, PageControl::Changeable);
-        let page_len = *data.get(offset + 1).ok_or(SenseReason::ParameterListLengthError)?;
+        let page_len = *data
+            .get(offset + 1)
+            .ok_or(SenseReason::ParameterListLengthError)?;
         if usize::from(page_len) != current.len() - 2 {
             return Err(field(offset + 1, None));
         }

@@ -37,7 +37,11 @@ pub struct Nexus {
 }
 
 impl Nexus {
-    pub(crate) fn new(id: NexusId, initiator: InitiatorPort, luns: &BTreeMap<u64, Arc<Lun>>) -> Self {
+    pub(crate) fn new(
+        id: NexusId,
+        initiator: InitiatorPort,
+        luns: &BTreeMap<u64, Arc<Lun>>,
+    ) -> Self {
         let luns = luns
             .iter()
             .map(|(&id, lun)| (id, (Arc::clone(lun), NexusUa::new(&lun.events))))

@@ -123,7 +123,9 @@ pub(crate) fn check_usage(op: &OpInfo, cdb: &[u8]) -> Result<(), SenseReason> {
         let bad = byte & !mask;
         if bad != 0 {
             let bit = 7 - bad.leading_zeros() as u8;
-            return Err(SenseReason::InvalidFieldInCdb(FieldPointer::bit(i as u16, bit)));
+            return Err(SenseReason::InvalidFieldInCdb(FieldPointer::bit(
+                i as u16, bit,
+            )));
         }
     }
     Ok(())

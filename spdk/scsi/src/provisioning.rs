@@ -39,7 +39,9 @@ pub(crate) fn unmap(lun: &Lun, param_len: u32, data: &[u8]) -> Result<(), SenseR
     // A partial trailing descriptor is ignored.
     let count = declared.min(len - UNMAP_HEADER) / UNMAP_DESCRIPTOR;
     if count > limits::MAX_UNMAP_DESCRIPTORS as usize {
-        return Err(SenseReason::InvalidFieldInParameterList(FieldPointer::byte(2)));
+        return Err(SenseReason::InvalidFieldInParameterList(
+            FieldPointer::byte(2),
+        ));
     }
     let mut extents = Vec::with_capacity(count);
     let mut total: u64 = 0;
@@ -56,9 +58,9 @@ pub(crate) fn unmap(lun: &Lun, param_len: u32, data: &[u8]) -> Result<(), SenseR
         check_range(lun, extent)?;
         total += extent.blocks;
         if total > u64::from(limits::MAX_UNMAP_LBA_COUNT) {
-            return Err(SenseReason::InvalidFieldInParameterList(FieldPointer::byte(
-                (at + 8) as u16,
-            )));
+            return Err(SenseReason::InvalidFieldInParameterList(
+                FieldPointer::byte((at + 8) as u16),
+            ));
         }
         extents.push(extent);
     }
@@ -92,7 +94,8 @@ pub(crate) fn write_same(lun: &Lun, ws: WriteSame, data: &[u8]) -> Result<(), Se
             .unmap(ws.extent.lba, BlockCount(ws.extent.blocks))
             .map_err(|e| medium_error(&e, false));
     }
-    let chunk_blocks = (limits::WRITE_SAME_CHUNK_BYTES as usize / bs).min(ws.extent.blocks as usize);
+    let chunk_blocks =
+        (limits::WRITE_SAME_CHUNK_BYTES as usize / bs).min(ws.extent.blocks as usize);
     let chunk = block.repeat(chunk_blocks);
     let durability = lun.durability(false);
     let mut lba = ws.extent.lba.0;

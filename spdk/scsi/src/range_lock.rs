@@ -29,7 +29,9 @@ impl Default for RangeLock {
 pub(crate) enum RangeGuard<'a> {
     /// Held for its `Drop`: the stripes are released when the guard goes.
     Shared { _held: Vec<RwLockReadGuard<'a, ()>> },
-    Exclusive { _held: Vec<RwLockWriteGuard<'a, ()>> },
+    Exclusive {
+        _held: Vec<RwLockWriteGuard<'a, ()>>,
+    },
 }
 
 impl RangeLock {
@@ -37,11 +39,7 @@ impl RangeLock {
     /// ascending order so two commands cannot deadlock.
     fn mask(extent: Extent) -> u64 {
         let first = extent.lba.0 / STRIPE_BLOCKS;
-        let last = extent
-            .lba
-            .0
-            .saturating_add(extent.blocks.max(1) - 1)
-            / STRIPE_BLOCKS;
+        let last = extent.lba.0.saturating_add(extent.blocks.max(1) - 1) / STRIPE_BLOCKS;
         if last - first >= STRIPES as u64 - 1 {
             return u64::MAX;
         }

@@ -79,7 +79,9 @@ pub enum SenseReason {
     /// 1Ah/00h.
     ParameterListLengthError,
     /// 1Dh/00h; INFORMATION holds the byte offset of the first mismatch.
-    Miscompare { offset: u64 },
+    Miscompare {
+        offset: u64,
+    },
     /// 20h/00h.
     InvalidOpcode,
     /// 21h/00h.
@@ -256,7 +258,8 @@ mod tests {
 
     #[test]
     fn invalid_field_in_cdb_carries_field_pointer() {
-        let b = Sense::new(SenseReason::InvalidFieldInCdb(FieldPointer::bit(1, 7))).to_fixed_bytes();
+        let b =
+            Sense::new(SenseReason::InvalidFieldInCdb(FieldPointer::bit(1, 7))).to_fixed_bytes();
         assert_eq!(b[0], 0x70);
         assert_eq!(b[2], 0x05);
         assert_eq!(b[7], 10);
@@ -267,8 +270,10 @@ mod tests {
 
     #[test]
     fn parameter_list_pointer_has_cd_clear() {
-        let b = Sense::new(SenseReason::InvalidFieldInParameterList(FieldPointer::byte(300)))
-            .to_fixed_bytes();
+        let b = Sense::new(SenseReason::InvalidFieldInParameterList(
+            FieldPointer::byte(300),
+        ))
+        .to_fixed_bytes();
         assert_eq!(b[15], 0x80);
         assert_eq!(&b[16..18], &300u16.to_be_bytes());
         assert_eq!(b[12], 0x26);

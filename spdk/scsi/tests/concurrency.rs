@@ -45,7 +45,12 @@ fn compare_and_write_increments_are_never_lost() {
                         _ => assert_sense(&c, SenseKey::Miscompare, 0x1D, 0),
                     }
                     // Plain writes to a neighbouring block in the same stripe.
-                    let (c, _) = f.run(&mut n, 1, &cdb10(0x2A, 0, 1 + t as u32, 1), &block_with(i as u64));
+                    let (c, _) = f.run(
+                        &mut n,
+                        1,
+                        &cdb10(0x2A, 0, 1 + t as u32, 1),
+                        &block_with(i as u64),
+                    );
                     assert_eq!(c.status, Status::Good);
                 }
                 wins

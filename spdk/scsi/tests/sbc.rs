@@ -8,7 +8,9 @@ use common::*;
 use reservoir_scsi::{DataDirection, SenseKey};
 
 fn pattern(blocks: usize, seed: u8) -> Vec<u8> {
-    (0..blocks * BS).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+    (0..blocks * BS)
+        .map(|i| (i as u8).wrapping_mul(7) ^ seed)
+        .collect()
 }
 
 /// (name, CDB builder for (lba, blocks)) for every READ and WRITE size.
@@ -16,7 +18,16 @@ type Builder = fn(u64, u32, u8) -> Vec<u8>;
 
 fn reads() -> Vec<(&'static str, Builder)> {
     vec![
-        ("read6", |lba, n, _| vec![0x08, (lba >> 16) as u8, (lba >> 8) as u8, lba as u8, n as u8, 0]),
+        ("read6", |lba, n, _| {
+            vec![
+                0x08,
+                (lba >> 16) as u8,
+                (lba >> 8) as u8,
+                lba as u8,
+                n as u8,
+                0,
+            ]
+        }),
         ("read10", |lba, n, f| cdb10(0x28, f, lba as u32, n as u16)),
         ("read12", |lba, n, f| cdb12(0xA8, f, lba as u32, n)),
         ("read16", |lba, n, f| cdb16(0x88, f, lba, n)),
@@ -25,7 +36,16 @@ fn reads() -> Vec<(&'static str, Builder)> {
 
 fn writes() -> Vec<(&'static str, Builder)> {
     vec![
-        ("write6", |lba, n, _| vec![0x0A, (lba >> 16) as u8, (lba >> 8) as u8, lba as u8, n as u8, 0]),
+        ("write6", |lba, n, _| {
+            vec![
+                0x0A,
+                (lba >> 16) as u8,
+                (lba >> 8) as u8,
+                lba as u8,
+                n as u8,
+                0,
+            ]
+        }),
         ("write10", |lba, n, f| cdb10(0x2A, f, lba as u32, n as u16)),
         ("write12", |lba, n, f| cdb12(0xAA, f, lba as u32, n)),
         ("write16", |lba, n, f| cdb16(0x8A, f, lba, n)),
@@ -106,7 +126,11 @@ fn out_of_range_and_zero_blocks() {
 fn protect_bits_and_flags() {
     let f = fixture(Opts::default());
     let mut n = f.nexus("a");
-    for (name, b) in reads().into_iter().chain(writes()).filter(|(n, _)| !n.ends_with('6')) {
+    for (name, b) in reads()
+        .into_iter()
+        .chain(writes())
+        .filter(|(n, _)| !n.ends_with('6'))
+    {
         let data = pattern(1, 1);
         for protect in 1..8u8 {
             let (c, _) = f.run(&mut n, 1, &b(0, 1, protect << 5), &data);
@@ -154,7 +178,9 @@ fn read_only_lun_rejects_every_write() {
     let mut n = f.nexus("a");
     let one = pattern(1, 0);
     let two = pattern(2, 0);
-    let unmap = [0u8, 22, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+    let unmap = [
+        0u8, 22, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0,
+    ];
     let cases: Vec<(Vec<u8>, &[u8])> = vec![
         (vec![0x0A, 0, 0, 0, 1, 0], &one),
         (cdb10(0x2A, 0, 0, 1), &one),
@@ -165,11 +191,14 @@ fn read_only_lun_rejects_every_write() {
         (cdb10(0x41, 0, 0, 1), &one),
         (cdb16(0x93, 0, 0, 1), &one),
         (cdb16(0x93, 0x08, 0, 1), &one),
-        ({
-            let mut c = cdb16(0x89, 0, 0, 0);
-            c[13] = 1;
-            c
-        }, &two),
+        (
+            {
+                let mut c = cdb16(0x89, 0, 0, 0);
+                c[13] = 1;
+                c
+            },
+            &two,
+        ),
         (cdb10(0x42, 0, 0, 24), &unmap),
     ];
     for (cdb, data) in cases {
@@ -287,6 +316,8 @@ fn compare_and_write() {
     assert_good(&f.run(&mut n, 1, &caw(20, 0, 0), &[]).0);
     let (c, _) = f.run(&mut n, 1, &caw(BLOCKS - 1, 2, 0), &both);
     assert_sense(&c, SenseKey::IllegalRequest, 0x21, 0);
+    let (c, _) = f.run(&mut n, 1, &caw(0, 129, 0), &both);
+    assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
     let (c, _) = f.run(&mut n, 1, &caw(0, 1, 0x20), &both);
     assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
     let (c, _) = f.run(&mut n, 1, &caw(20, 2, 0), &both[..3 * BS]);
@@ -317,10 +348,18 @@ fn synchronize_cache_and_prefetch() {
         assert_good(&f.run(&mut n, 1, &cdb, &[]).0);
     }
     assert_eq!(*f.bdev.flushes.lock().unwrap(), 3);
-    for cdb in [cdb10(0x34, 0, 0, 0), cdb10(0x34, 0x02, 0, 256), cdb16(0x90, 0, 1000, 24)] {
+    for cdb in [
+        cdb10(0x34, 0, 0, 0),
+        cdb10(0x34, 0x02, 0, 256),
+        cdb16(0x90, 0, 1000, 24),
+    ] {
         assert_good(&f.run(&mut n, 1, &cdb, &[]).0);
     }
-    for cdb in [cdb10(0x35, 0, BLOCKS as u32, 1), cdb16(0x90, 0, BLOCKS + 1, 0), cdb16(0x91, 0, u64::MAX, 1)] {
+    for cdb in [
+        cdb10(0x35, 0, BLOCKS as u32, 1),
+        cdb16(0x90, 0, BLOCKS + 1, 0),
+        cdb16(0x91, 0, u64::MAX, 1),
+    ] {
         let (c, _) = f.run(&mut n, 1, &cdb, &[]);
         assert_sense(&c, SenseKey::IllegalRequest, 0x21, 0);
     }
@@ -357,14 +396,20 @@ fn unmap_and_get_lba_status() {
     assert_eq!(lba_status(&f, &mut n, 0), (0, 16, 0));
     assert_eq!(lba_status(&f, &mut n, 16), (16, BLOCKS as u32 - 16, 1));
     let list = unmap_list(&[(2, 2), (8, 0), (10, 1)]);
-    assert_good(&f.run(&mut n, 1, &cdb10(0x42, 0, 0, list.len() as u16), &list).0);
+    assert_good(
+        &f.run(&mut n, 1, &cdb10(0x42, 0, 0, list.len() as u16), &list)
+            .0,
+    );
     assert_eq!(lba_status(&f, &mut n, 0), (0, 2, 0));
     assert_eq!(lba_status(&f, &mut n, 2), (2, 2, 1));
     let (_, back) = f.run(&mut n, 1, &cdb10(0x28, 0, 2, 2), &[]);
     assert!(back.iter().all(|&b| b == 0));
     // Several descriptors in one answer.
     let (_, d) = f.run(&mut n, 1, &cdb16(0x9E, 0x12, 0, 1024), &[]);
-    assert_eq!(u32::from_be_bytes(d[0..4].try_into().unwrap()) as usize, d.len() - 4);
+    assert_eq!(
+        u32::from_be_bytes(d[0..4].try_into().unwrap()) as usize,
+        d.len() - 4
+    );
     assert!(d.len() >= 8 + 16 * 4);
     // GET LBA STATUS past the end.
     let (c, _) = f.run(&mut n, 1, &cdb16(0x9E, 0x12, BLOCKS, 64), &[]);
@@ -416,5 +461,8 @@ fn write_same() {
         assert_sense(&c, SenseKey::IllegalRequest, asc, 0);
     }
     // Up to the last block.
-    assert_good(&f.run(&mut n, 1, &cdb10(0x41, 0, BLOCKS as u32 - 256, 256), &block).0);
+    assert_good(
+        &f.run(&mut n, 1, &cdb10(0x41, 0, BLOCKS as u32 - 256, 256), &block)
+            .0,
+    );
 }

@@ -118,7 +118,10 @@ fn report_luns() {
 #[test]
 fn lun_encoding_round_trips() {
     for lun in [0u64, 1, 255, 256, 16383] {
-        assert_eq!(reservoir_scsi::decode_lun(reservoir_scsi::encode_lun(lun)), lun);
+        assert_eq!(
+            reservoir_scsi::decode_lun(reservoir_scsi::encode_lun(lun)),
+            lun
+        );
     }
 }
 
@@ -211,17 +214,29 @@ fn spc2_reserve_release() {
     let reserve10 = [0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     assert_good(&f.run(&mut a, 1, &reserve6, &[]).0);
     assert_good(&f.run(&mut a, 1, &reserve10, &[]).0);
-    assert_eq!(f.run(&mut b, 1, &reserve6, &[]).0.status, Status::ReservationConflict);
-    assert_eq!(f.run(&mut b, 1, &[0, 0, 0, 0, 0, 0], &[]).0.status, Status::ReservationConflict);
+    assert_eq!(
+        f.run(&mut b, 1, &reserve6, &[]).0.status,
+        Status::ReservationConflict
+    );
+    assert_eq!(
+        f.run(&mut b, 1, &[0, 0, 0, 0, 0, 0], &[]).0.status,
+        Status::ReservationConflict
+    );
     assert_eq!(
         f.run(&mut b, 1, &cdb10(0x28, 0, 0, 1), &[]).0.status,
         Status::ReservationConflict
     );
     assert_good(&f.run(&mut b, 1, &[0x12, 0, 0, 0, 36, 0], &[]).0);
-    assert_good(&f.run(&mut b, 1, &[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0], &[]).0);
+    assert_good(
+        &f.run(&mut b, 1, &[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0], &[])
+            .0,
+    );
     // RELEASE by a non-holder succeeds without effect.
     assert_good(&f.run(&mut b, 1, &release6, &[]).0);
-    assert_eq!(f.run(&mut b, 1, &[0, 0, 0, 0, 0, 0], &[]).0.status, Status::ReservationConflict);
+    assert_eq!(
+        f.run(&mut b, 1, &[0, 0, 0, 0, 0, 0], &[]).0.status,
+        Status::ReservationConflict
+    );
     assert_good(&f.run(&mut a, 1, &[0, 0, 0, 0, 0, 0], &[]).0);
     assert_good(&f.run(&mut a, 1, &release6, &[]).0);
     assert_good(&f.run(&mut b, 1, &[0, 0, 0, 0, 0, 0], &[]).0);
@@ -301,7 +316,12 @@ fn mode_select_toggles_wce_and_tells_other_nexuses() {
     let mut a = f.nexus("a");
     let mut b = f.nexus("b");
     let params = caching_select(false);
-    let (c, _) = f.run(&mut a, 1, &[0x15, 0x10, 0, 0, params.len() as u8, 0], &params);
+    let (c, _) = f.run(
+        &mut a,
+        1,
+        &[0x15, 0x10, 0, 0, params.len() as u8, 0],
+        &params,
+    );
     assert_good(&c);
     let (_, d) = f.run(&mut a, 1, &[0x1A, 0x08, 0x08, 0, 255, 0], &[]);
     assert_eq!(d[6] & 0x04, 0, "WCE cleared");
@@ -322,7 +342,12 @@ fn mode_select_rejects_non_changeable_bits() {
     });
     let mut a = f.nexus("a");
     let params = caching_select(true);
-    let (c, _) = f.run(&mut a, 1, &[0x15, 0x10, 0, 0, params.len() as u8, 0], &params);
+    let (c, _) = f.run(
+        &mut a,
+        1,
+        &[0x15, 0x10, 0, 0, params.len() as u8, 0],
+        &params,
+    );
     assert_sense(&c, SenseKey::IllegalRequest, 0x26, 0);
     let s = c.sense.unwrap().to_fixed_bytes();
     assert_eq!(s[15], 0x80 | 0x08 | 2);
@@ -339,37 +364,69 @@ fn mode_select_rejects_non_changeable_bits() {
 fn report_supported_opcodes() {
     let f = fixture(Opts::default());
     let mut n = f.nexus("a");
-    let (c, d) = f.run(&mut n, 1, &[0xA3, 0x0C, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0], &[]);
+    let (c, d) = f.run(
+        &mut n,
+        1,
+        &[0xA3, 0x0C, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0],
+        &[],
+    );
     assert_good(&c);
     let len = u32::from_be_bytes(d[0..4].try_into().unwrap()) as usize;
     assert_eq!(len % 8, 0);
     assert_eq!(d.len(), len + 4);
     let descs: Vec<_> = d[4..].chunks(8).collect();
-    assert!(descs.iter().any(|x| x[0] == 0x28 && u16::from_be_bytes([x[6], x[7]]) == 10));
+    assert!(descs
+        .iter()
+        .any(|x| x[0] == 0x28 && u16::from_be_bytes([x[6], x[7]]) == 10));
     assert!(descs
         .iter()
         .any(|x| x[0] == 0x9E && x[3] == 0x10 && x[5] & 1 == 1));
     // With timeouts descriptors.
-    let (c, d) = f.run(&mut n, 1, &[0xA3, 0x0C, 0x80, 0, 0, 0, 0, 0, 0x10, 0, 0, 0], &[]);
+    let (c, d) = f.run(
+        &mut n,
+        1,
+        &[0xA3, 0x0C, 0x80, 0, 0, 0, 0, 0, 0x10, 0, 0, 0],
+        &[],
+    );
     assert_good(&c);
     assert_eq!(&d[4 + 8..4 + 10], &[0, 0x0A]);
     assert_eq!(d[4 + 5] & 0x02, 0x02);
     // One command: READ(10).
-    let (c, d) = f.run(&mut n, 1, &[0xA3, 0x0C, 1, 0x28, 0, 0, 0, 0, 0, 64, 0, 0], &[]);
+    let (c, d) = f.run(
+        &mut n,
+        1,
+        &[0xA3, 0x0C, 1, 0x28, 0, 0, 0, 0, 0, 64, 0, 0],
+        &[],
+    );
     assert_good(&c);
     assert_eq!(d[1] & 0x07, 3);
     assert_eq!(&d[2..4], &[0, 10]);
     assert_eq!(d[4], 0x28);
     // One command with a service action: READ CAPACITY(16).
-    let (c, d) = f.run(&mut n, 1, &[0xA3, 0x0C, 2, 0x9E, 0, 0x10, 0, 0, 0, 64, 0, 0], &[]);
+    let (c, d) = f.run(
+        &mut n,
+        1,
+        &[0xA3, 0x0C, 2, 0x9E, 0, 0x10, 0, 0, 0, 64, 0, 0],
+        &[],
+    );
     assert_good(&c);
     assert_eq!(d[1] & 0x07, 3);
     assert_eq!(&d[2..4], &[0, 16]);
     // Option 1 for a command with service actions is invalid.
-    let (c, _) = f.run(&mut n, 1, &[0xA3, 0x0C, 1, 0x9E, 0, 0, 0, 0, 0, 64, 0, 0], &[]);
+    let (c, _) = f.run(
+        &mut n,
+        1,
+        &[0xA3, 0x0C, 1, 0x9E, 0, 0, 0, 0, 0, 64, 0, 0],
+        &[],
+    );
     assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
     // Unsupported opcode: SUPPORT 001b.
-    let (c, d) = f.run(&mut n, 1, &[0xA3, 0x0C, 1, 0xEE, 0, 0, 0, 0, 0, 64, 0, 0], &[]);
+    let (c, d) = f.run(
+        &mut n,
+        1,
+        &[0xA3, 0x0C, 1, 0xEE, 0, 0, 0, 0, 0, 64, 0, 0],
+        &[],
+    );
     assert_good(&c);
     assert_eq!(d[1] & 0x07, 1);
 }
@@ -380,11 +437,29 @@ fn usage_maps_are_truthful() {
     // never fails as a reserved bit.
     let f = fixture(Opts::default());
     let mut n = f.nexus("a");
-    let (_, all) = f.run(&mut n, 1, &[0xA3, 0x0C, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0], &[]);
+    let (_, all) = f.run(
+        &mut n,
+        1,
+        &[0xA3, 0x0C, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0],
+        &[],
+    );
     for desc in all[4..].chunks(8) {
         let (op, sa) = (desc[0], u16::from_be_bytes([desc[2], desc[3]]));
         let opt = if desc[5] & 1 == 1 { 2 } else { 1 };
-        let q = [0xA3, 0x0C, opt, op, (sa >> 8) as u8, sa as u8, 0, 0, 0, 64, 0, 0];
+        let q = [
+            0xA3,
+            0x0C,
+            opt,
+            op,
+            (sa >> 8) as u8,
+            sa as u8,
+            0,
+            0,
+            0,
+            64,
+            0,
+            0,
+        ];
         let (c, d) = f.run(&mut n, 1, &q, &[]);
         assert_good(&c);
         let len = u16::from_be_bytes([d[2], d[3]]) as usize;
@@ -404,7 +479,11 @@ fn usage_maps_are_truthful() {
                 let (c, _) = f.run(&mut n, 1, &cdb, &[]);
                 assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
                 let s = c.sense.unwrap().to_fixed_bytes();
-                assert_eq!(&s[16..18], &(byte as u16).to_be_bytes(), "op {op:#x} byte {byte} bit {bit}");
+                assert_eq!(
+                    &s[16..18],
+                    &(byte as u16).to_be_bytes(),
+                    "op {op:#x} byte {byte} bit {bit}"
+                );
                 assert_eq!(s[15] & 0x07, bit, "op {op:#x} byte {byte} bit {bit}");
             }
         }
@@ -419,7 +498,12 @@ fn report_supported_tmfs() {
     assert_good(&c);
     assert_eq!(d.len(), 4);
     assert_eq!(d[0] & 0x08, 0x08, "LU reset");
-    let (c, d) = f.run(&mut n, 1, &[0xA3, 0x0D, 0x80, 0, 0, 0, 0, 0, 0, 16, 0, 0], &[]);
+    let (c, d) = f.run(
+        &mut n,
+        1,
+        &[0xA3, 0x0D, 0x80, 0, 0, 0, 0, 0, 0, 16, 0, 0],
+        &[],
+    );
     assert_good(&c);
     assert_eq!(d.len(), 16);
     assert_eq!(d[3], 0x0C);

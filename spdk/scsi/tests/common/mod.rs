@@ -212,7 +212,13 @@ impl Fixture {
         n
     }
 
-    pub fn run(&self, n: &mut Nexus, lun: u64, cdb: &[u8], data_out: &[u8]) -> (Completion, Vec<u8>) {
+    pub fn run(
+        &self,
+        n: &mut Nexus,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+    ) -> (Completion, Vec<u8>) {
         let mut data_in = Vec::new();
         let c = match self.device.parse(lun, cdb) {
             Ok(cmd) => {
