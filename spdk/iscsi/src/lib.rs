@@ -1,11 +1,32 @@
 //! iSCSI target protocol (RFC 7143), sans I/O.
+//!
+//! The reactor owns the socket and drives one [`Connection`] per TCP
+//! connection: it feeds received bytes to [`Connection::receive`], writes
+//! [`Connection::output`], and calls [`Connection::tick`] for timers.
+//! Targets and live sessions are shared registries ([`Targets`],
+//! [`Sessions`]) reached through a [`PortalContext`].
+//!
+//! Layout: `pdu/` frames and decodes PDUs, `login/` negotiates, `session.rs`
+//! runs the full feature phase with `task.rs` (per-command data) and
+//! `tmf.rs` (task management), `discovery.rs` answers SendTargets.
 
+mod connection;
+mod discovery;
+pub mod fuzzing;
 mod login;
 mod pdu;
+mod registry;
 mod serial;
 mod session;
 mod target;
+mod task;
+mod tmf;
+mod tx;
 
+pub use connection::{Connection, PortalContext};
+pub use registry::{Isid, SessionInfo, Sessions};
 pub use serial::CmdSn;
-pub use session::{Isid, SessionInfo, Sessions};
 pub use target::{Access, Credentials, TargetNode, Targets};
+
+#[cfg(test)]
+mod tests;

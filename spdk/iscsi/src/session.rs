@@ -1,178 +1,538 @@
-//! The registry of live sessions: listing for operators, TSIH allocation,
-//! and session reinstatement (RFC 7143 §6.3.5).
+//! A session in full feature phase (RFC 7143 §4.2, §11): CmdSN ordering,
+//! SCSI commands with their data, NOP, Text, Logout. Task management is in
+//! `tmf.rs`. With MaxConnections=1 a session has exactly one connection, so
+//! this state lives in that connection.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::sync::Arc;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
 
-/// Initiator session identifier (RFC 7143 §11.12.5), shown as 12 hex digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Isid(pub [u8; 6]);
+use reservoir_scsi::{Completion, DataDirection, Nexus, Status};
 
-impl fmt::Display for Isid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
+use crate::connection::PortalContext;
+use crate::discovery;
+use crate::login::{keys, KeyAnswer, Params, SessionType, OUR_MAX_RECV_DATA_SEGMENT};
+use crate::pdu::{
+    Frame, Itt, LogoutReason, LogoutRequest, NopOut, Pdu, Residual, ScsiCommand, TargetPdu, TextRequest, Ttt,
+    RESERVED_TAG,
+};
+use crate::registry::SessionHandle;
+use crate::serial::CmdSn;
+use crate::target::TargetNode;
+use crate::task::{residual, Task};
+use crate::tx::{reject, Closing, Tx};
 
-/// What an operator sees of one session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionInfo {
-    pub initiator: String,
-    pub isid: Isid,
-    pub tsih: u16,
-    /// `None` for a discovery session.
-    pub target: Option<String>,
-    pub portal: SocketAddr,
-    pub peer: SocketAddr,
-    /// Negotiated keys, as agreed at login.
-    pub params: Vec<(String, String)>,
-    pub connected_at: SystemTime,
+/// Bounds a Text request reassembled from C-bit PDUs.
+const MAX_TEXT: usize = 64 * 1024;
+
+/// What waits for its CmdSN turn (§4.2.2.1: delivered in CmdSN order).
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// A non-SCSI request, processed at its turn.
+    Frame(Box<Frame>),
+    /// A SCSI command whose task already exists (so its Data-Out can
+    /// arrive early); at its turn it may solicit data and execute.
+    Task(Itt),
+    /// A CmdSN considered received without a command (rejected, or named
+    /// by an ABORT TASK before it arrived, §11.5.1).
+    Skip,
 }
 
 #[derive(Debug)]
-struct Entry {
-    info: SessionInfo,
-    /// Set to ask the owning connection to close (it was reinstated).
-    close: Arc<AtomicBool>,
+pub(crate) struct Session {
+    pub kind: SessionType,
+    pub initiator: String,
+    pub cid: u16,
+    /// The portal this connection reached.
+    pub local: SocketAddr,
+    pub target: Option<Arc<TargetNode>>,
+    pub nexus: Option<Nexus>,
+    pub params: Params,
+    pub handle: SessionHandle,
+    pub held: Vec<(CmdSn, Held)>,
+    pub tasks: BTreeMap<Itt, Task>,
+    text_partial: Vec<u8>,
+    /// A Text response still to be sent in pieces: (ITT, TTT, rest).
+    text_pending: Option<(Itt, Ttt, Vec<u8>)>,
 }
 
-#[derive(Debug, Default)]
-struct Table {
-    last_tsih: u16,
-    entries: BTreeMap<u16, Entry>,
-}
-
-/// Live sessions across all portals.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    table: Mutex<Table>,
-}
-
-impl Sessions {
-    pub fn new() -> Sessions {
-        Sessions::default()
+impl Session {
+    pub fn new(
+        kind: SessionType,
+        initiator: String,
+        cid: u16,
+        local: SocketAddr,
+        target: Option<Arc<TargetNode>>,
+        nexus: Option<Nexus>,
+        params: Params,
+        handle: SessionHandle,
+    ) -> Session {
+        Session {
+            kind,
+            initiator,
+            cid,
+            local,
+            target,
+            nexus,
+            params,
+            handle,
+            held: Vec::new(),
+            tasks: BTreeMap::new(),
+            text_partial: Vec::new(),
+            text_pending: None,
+        }
     }
 
-    pub fn list(&self) -> Vec<SessionInfo> {
-        self.lock().entries.values().map(|e| e.info.clone()).collect()
-    }
-
-    /// Whether a session with this TSIH is live.
-    pub fn contains(&self, tsih: u16) -> bool {
-        self.lock().entries.contains_key(&tsih)
-    }
-
-    /// Registers a session, allocating its TSIH (nonzero, unused). A live
-    /// session with the same initiator name, ISID and target is reinstated:
-    /// it is removed and told to close (§6.3.5). `None` when all 65535
-    /// TSIHs are in use.
-    pub(crate) fn register(self: &Arc<Self>, mut info: SessionInfo) -> Option<SessionHandle> {
-        let mut t = self.lock();
-        let same = |e: &Entry| {
-            e.info.initiator.eq_ignore_ascii_case(&info.initiator)
-                && e.info.isid == info.isid
-                && e.info.target == info.target
+    /// One framed PDU in full feature phase.
+    pub fn on_frame(&mut self, tx: &mut Tx, ctx: &PortalContext, frame: Frame) {
+        let pdu = match &frame.pdu {
+            Ok(p) => p.clone(),
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed PDU");
+                tx.reject(reject::INVALID_PDU_FIELD, &frame.header);
+                return;
+            }
         };
-        let old: Vec<u16> = t.entries.iter().filter(|(_, e)| same(e)).map(|(k, _)| *k).collect();
-        for tsih in old {
-            if let Some(e) = t.entries.remove(&tsih) {
-                tracing::info!(tsih, initiator = %e.info.initiator, "session reinstated");
-                e.close.store(true, Ordering::Release);
+        if !frame.data_digest_ok {
+            // §7.8: the PDU is discarded and rejected; nothing executes.
+            tx.reject(reject::DATA_DIGEST_ERROR, &frame.header);
+            match &pdu {
+                // ERL 0 cannot re-request the lost data: the task ends
+                // here and the initiator's timeout escalates.
+                Pdu::DataOut(d) => self.drop_task(d.itt),
+                // The CmdSN is used up so that the window keeps moving.
+                p => self.skip_cmd_sn(tx, ctx, p),
+            }
+            return;
+        }
+        let discovery_allowed = matches!(pdu, Pdu::NopOut(_) | Pdu::Text(_) | Pdu::Logout(_));
+        if self.kind == SessionType::Discovery && !discovery_allowed {
+            // §4.3: a discovery session carries Text, NOP and Logout only.
+            tx.reject(reject::PROTOCOL_ERROR, &frame.header);
+            self.skip_cmd_sn(tx, ctx, &pdu);
+            return;
+        }
+        match pdu {
+            Pdu::DataOut(d) => {
+                let Some(task) = self.tasks.get_mut(&d.itt) else {
+                    // Data for a command already answered or aborted.
+                    tracing::debug!(itt = d.itt.0, "Data-Out for no task, dropped");
+                    return;
+                };
+                match task.data_out(&d, &frame.data) {
+                    Ok(()) => self.progress(tx, d.itt),
+                    Err(e) => {
+                        tracing::info!(itt = d.itt.0, error = %e, "Data-Out refused");
+                        tx.reject(reject::PROTOCOL_ERROR, &frame.header);
+                        self.drop_task(d.itt);
+                    }
+                }
+            }
+            Pdu::ScsiCommand(c) => self.on_command(tx, ctx, c, frame),
+            Pdu::NopOut(ref n) if n.immediate => self.dispatch(tx, ctx, frame),
+            Pdu::NopOut(ref n) if n.itt.0 == RESERVED_TAG => {
+                // §11.18: a NOP-Out that wants no answer must be immediate.
+                tx.reject(reject::PROTOCOL_ERROR, &frame.header);
+            }
+            Pdu::NopOut(NopOut { cmd_sn, .. })
+            | Pdu::Text(TextRequest { cmd_sn, .. })
+            | Pdu::Logout(LogoutRequest { cmd_sn, .. }) => self.order_frame(tx, ctx, cmd_sn, frame, &pdu),
+            Pdu::TaskManagement(ref t) => self.order_frame(tx, ctx, t.cmd_sn, frame.clone(), &pdu),
+            Pdu::Login(_) | Pdu::Snack { .. } => {
+                // A Login in full feature phase is a protocol error; SNACK
+                // needs ErrorRecoveryLevel > 0 (§11.16).
+                tx.reject(reject::PROTOCOL_ERROR, &frame.header);
+            }
+            Pdu::Unknown { .. } => tx.reject(reject::COMMAND_NOT_SUPPORTED, &frame.header),
+        }
+    }
+
+    fn order_frame(&mut self, tx: &mut Tx, ctx: &PortalContext, cmd_sn: CmdSn, frame: Frame, pdu: &Pdu) {
+        if immediate(pdu) {
+            self.dispatch(tx, ctx, frame);
+        } else {
+            self.order(tx, ctx, cmd_sn, Held::Frame(Box::new(frame)));
+        }
+    }
+
+    /// §4.2.2.1: a non-immediate request outside [ExpCmdSN, MaxCmdSN] is
+    /// dropped silently; one ahead of ExpCmdSN waits for the gap to fill.
+    /// Returns false when the request was dropped.
+    fn order(&mut self, tx: &mut Tx, ctx: &PortalContext, cmd_sn: CmdSn, held: Held) -> bool {
+        if !cmd_sn.in_window(tx.exp_cmd_sn, tx.max_cmd_sn()) || self.held.iter().any(|(sn, _)| *sn == cmd_sn) {
+            tracing::debug!(cmd_sn = cmd_sn.0, exp = tx.exp_cmd_sn.0, "CmdSN outside window, dropped");
+            return false;
+        }
+        self.held.push((cmd_sn, held));
+        while let Some(i) = self.held.iter().position(|(sn, _)| *sn == tx.exp_cmd_sn) {
+            let (_, held) = self.held.swap_remove(i);
+            tx.exp_cmd_sn = tx.exp_cmd_sn.next();
+            match held {
+                Held::Frame(frame) => self.dispatch(tx, ctx, *frame),
+                Held::Task(itt) => {
+                    if let Some(task) = self.tasks.get_mut(&itt) {
+                        task.delivered = true;
+                        self.progress(tx, itt);
+                    }
+                }
+                Held::Skip => {}
+            }
+            if tx.closing != Closing::Open {
+                break;
             }
         }
-        let tsih = (1..=u16::MAX)
-            .map(|i| t.last_tsih.wrapping_add(i))
-            .find(|c| *c != 0 && !t.entries.contains_key(c))?;
-        t.last_tsih = tsih;
-        info.tsih = tsih;
-        let close = Arc::new(AtomicBool::new(false));
-        t.entries.insert(
-            tsih,
-            Entry {
-                info,
-                close: close.clone(),
-            },
-        );
-        Some(SessionHandle {
-            sessions: self.clone(),
-            tsih,
-            close,
-        })
+        true
     }
 
-    fn lock(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A connection's registration; dropping it unregisters the session.
-#[derive(Debug)]
-pub(crate) struct SessionHandle {
-    sessions: Arc<Sessions>,
-    tsih: u16,
-    close: Arc<AtomicBool>,
-}
-
-impl SessionHandle {
-    pub fn tsih(&self) -> u16 {
-        self.tsih
+    /// Uses up the CmdSN of a request that will not be processed.
+    fn skip_cmd_sn(&mut self, tx: &mut Tx, ctx: &PortalContext, pdu: &Pdu) {
+        if let Some(sn) = cmd_sn(pdu) {
+            self.order(tx, ctx, sn, Held::Skip);
+        }
     }
 
-    /// True once a newer login reinstated this session.
-    pub fn reinstated(&self) -> bool {
-        self.close.load(Ordering::Acquire)
+    fn drop_task(&mut self, itt: Itt) {
+        if self.tasks.remove(&itt).is_some() {
+            for (_, h) in self.held.iter_mut() {
+                if matches!(h, Held::Task(i) if *i == itt) {
+                    *h = Held::Skip;
+                }
+            }
+        }
     }
-}
 
-impl Drop for SessionHandle {
-    fn drop(&mut self) {
-        let mut t = self.sessions.lock();
-        // Only our own entry: after reinstatement the TSIH may be reused.
-        if t.entries.get(&self.tsih).is_some_and(|e| Arc::ptr_eq(&e.close, &self.close)) {
-            t.entries.remove(&self.tsih);
+    /// Processes a request at its CmdSN turn (or at once if immediate).
+    fn dispatch(&mut self, tx: &mut Tx, ctx: &PortalContext, frame: Frame) {
+        let Ok(pdu) = frame.pdu else { return };
+        match pdu {
+            Pdu::NopOut(n) => self.on_nop_out(tx, n, &frame.data),
+            Pdu::Text(t) => self.on_text(tx, ctx, t, frame.data, &frame.header),
+            Pdu::Logout(l) => self.on_logout(tx, l, &frame.header),
+            Pdu::TaskManagement(t) => self.on_task_management(tx, t),
+            _ => {}
+        }
+    }
+
+    fn on_command(&mut self, tx: &mut Tx, ctx: &PortalContext, c: ScsiCommand, frame: Frame) {
+        let refuse = |reason: u8| Some(reason);
+        let problem = if c.read && c.write {
+            // Bidirectional commands are not supported by the SCSI layer.
+            refuse(reject::COMMAND_NOT_SUPPORTED)
+        } else if self.tasks.contains_key(&c.itt) {
+            refuse(reject::TASK_IN_PROGRESS)
+        } else if !frame.data.is_empty()
+            && (!self.params.immediate_data
+                || !c.write
+                || frame.data.len() as u64 > u64::from(self.params.first_burst.min(c.expected_len)))
+        {
+            // §4.7.2: immediate data only when negotiated, only for a write,
+            // at most FirstBurstLength and EDTL.
+            refuse(reject::PROTOCOL_ERROR)
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            tx.reject(reason, &frame.header);
+            if !c.immediate {
+                self.order(tx, ctx, c.cmd_sn, Held::Skip);
+            }
+            return;
+        }
+        let Some(target) = &self.target else { return };
+        let parsed = target.device.parse(c.lun, &c.cdb);
+        // §4.7.3: unsolicited Data-Out follows unless F is set or InitialR2T=Yes.
+        let unsolicited = (c.write && !c.final_ && !self.params.initial_r2t)
+            .then(|| self.params.first_burst.min(c.expected_len));
+        let sn = (!c.immediate).then_some(c.cmd_sn);
+        if let Some(sn) = sn {
+            if !sn.in_window(tx.exp_cmd_sn, tx.max_cmd_sn()) || self.held.iter().any(|(s, _)| *s == sn) {
+                tracing::debug!(cmd_sn = sn.0, exp = tx.exp_cmd_sn.0, "CmdSN outside window, dropped");
+                return;
+            }
+        }
+        let task = Task::new(c.itt, c.lun, parsed, c.expected_len, frame.data, unsolicited);
+        self.tasks.insert(c.itt, task);
+        match sn {
+            Some(sn) => {
+                self.order(tx, ctx, sn, Held::Task(c.itt));
+            }
+            None => {
+                if let Some(t) = self.tasks.get_mut(&c.itt) {
+                    t.delivered = true;
+                }
+                self.progress(tx, c.itt);
+            }
+        }
+    }
+
+    /// Solicits data a delivered task still needs, and runs it once complete.
+    fn progress(&mut self, tx: &mut Tx, itt: Itt) {
+        let (max_burst, max_r2t) = (self.params.max_burst, self.params.max_outstanding_r2t);
+        let Some(task) = self.tasks.get_mut(&itt) else { return };
+        for r2t in task.next_r2ts(max_burst, max_r2t, || tx.new_ttt()) {
+            let pdu = TargetPdu::R2t {
+                lun: task.lun,
+                itt,
+                ttt: r2t.ttt,
+                stat_sn: tx.stat_sn,
+                exp_cmd_sn: tx.exp_cmd_sn,
+                max_cmd_sn: tx.max_cmd_sn(),
+                r2t_sn: r2t.r2t_sn,
+                buffer_offset: r2t.offset,
+                desired_len: r2t.len,
+            };
+            tx.send(&pdu, &[]);
+        }
+        if task.delivered && task.data_complete() {
+            if let Some(task) = self.tasks.remove(&itt) {
+                self.execute(tx, task);
+            }
+        }
+    }
+
+    fn execute(&mut self, tx: &mut Tx, task: Task) {
+        let mut data_in = Vec::new();
+        let completion = match (&task.command, &self.target, &mut self.nexus) {
+            (Ok(cmd), Some(target), Some(nexus)) => {
+                let n = task.data.len().min(task.transfer.bytes as usize);
+                target.device.execute(nexus, cmd, &task.data[..n], &mut data_in)
+            }
+            (Err(failed), _, _) => *failed,
+            // A normal session always has a target and a nexus.
+            _ => return,
+        };
+        let moved = match task.transfer.direction {
+            DataDirection::In => data_in.len().min(task.expected_len as usize) as u64,
+            DataDirection::Out => (task.data.len() as u64).min(task.transfer.bytes),
+            DataDirection::None => 0,
+        };
+        data_in.truncate(task.expected_len as usize);
+        let residual = residual(task.expected_len, &task.transfer, moved);
+        let good = completion.status == Status::Good && completion.sense.is_none();
+        let data_sns = self.send_data_in(tx, &task, &data_in, good.then_some((completion, residual)));
+        if data_in.is_empty() || !good {
+            let exp_data_sn = match task.transfer.direction {
+                DataDirection::Out => task.r2t_count(),
+                _ => data_sns,
+            };
+            send_response(tx, task.itt, &completion, residual, exp_data_sn);
+        }
+    }
+
+    /// Sends read data as Data-In PDUs no larger than the initiator's
+    /// MaxRecvDataSegmentLength, in sequences of at most MaxBurstLength
+    /// (§11.7). With `status`, the last PDU carries it (S bit, §11.7.5).
+    /// Returns how many Data-In PDUs were sent.
+    fn send_data_in(&self, tx: &mut Tx, task: &Task, data: &[u8], status: Option<(Completion, Residual)>) -> u32 {
+        let seg = self.params.initiator_max_recv.max(512) as usize;
+        let burst = self.params.max_burst.max(512) as usize;
+        let mut off = 0;
+        let mut data_sn = 0u32;
+        while off < data.len() {
+            let n = seg.min(data.len() - off).min(burst - off % burst);
+            let last = off + n == data.len();
+            let end_of_burst = last || (off + n) % burst == 0;
+            let status_here = status.filter(|_| last);
+            let pdu = TargetPdu::DataIn {
+                final_: end_of_burst,
+                status: status_here.map(|(c, _)| c.status.code()),
+                residual: status_here.map_or(Residual::None, |(_, r)| r),
+                lun: task.lun,
+                itt: task.itt,
+                stat_sn: if status_here.is_some() { tx.take_stat_sn() } else { 0 },
+                exp_cmd_sn: tx.exp_cmd_sn,
+                max_cmd_sn: tx.max_cmd_sn(),
+                data_sn,
+                buffer_offset: off as u32,
+            };
+            tx.send(&pdu, &data[off..off + n]);
+            data_sn += 1;
+            off += n;
+        }
+        data_sn
+    }
+
+    fn on_nop_out(&mut self, tx: &mut Tx, n: NopOut, data: &[u8]) {
+        if n.itt.0 == RESERVED_TAG {
+            // The answer to our ping (or a no-op): nothing to send.
+            return;
+        }
+        // §11.18: the ping data comes back, within the initiator's limit.
+        let len = data.len().min(self.params.initiator_max_recv as usize);
+        let pdu = TargetPdu::NopIn {
+            lun: n.lun,
+            itt: n.itt,
+            ttt: Ttt::RESERVED,
+            stat_sn: tx.take_stat_sn(),
+            exp_cmd_sn: tx.exp_cmd_sn,
+            max_cmd_sn: tx.max_cmd_sn(),
+        };
+        tx.send(&pdu, &data[..len]);
+    }
+
+    fn on_text(&mut self, tx: &mut Tx, ctx: &PortalContext, t: TextRequest, data: Vec<u8>, header: &[u8; 48]) {
+        if t.ttt.0 != RESERVED_TAG {
+            // §11.10.4: the initiator asks for the rest of a long response.
+            match self.text_pending.take() {
+                Some((itt, ttt, rest)) if itt == t.itt && ttt == t.ttt => self.send_text(tx, itt, rest),
+                _ => tx.reject(reject::INVALID_PDU_FIELD, header),
+            }
+            return;
+        }
+        self.text_pending = None;
+        if self.text_partial.len() + data.len() > MAX_TEXT {
+            self.text_partial.clear();
+            tx.reject(reject::PROTOCOL_ERROR, header);
+            return;
+        }
+        self.text_partial.extend_from_slice(&data);
+        if t.continue_ {
+            let pdu = TargetPdu::TextResponse {
+                final_: false,
+                continue_: false,
+                itt: t.itt,
+                ttt: Ttt::RESERVED,
+                stat_sn: tx.take_stat_sn(),
+                exp_cmd_sn: tx.exp_cmd_sn,
+                max_cmd_sn: tx.max_cmd_sn(),
+            };
+            tx.send(&pdu, &[]);
+            return;
+        }
+        let text = std::mem::take(&mut self.text_partial);
+        let Ok(pairs) = keys::parse(&text) else {
+            tx.reject(reject::PROTOCOL_ERROR, header);
+            return;
+        };
+        let mut out = Vec::new();
+        for (k, v) in &pairs {
+            if k == "SendTargets" {
+                // Without configured portals, the one the initiator reached.
+                let portals = match ctx.target_portals.is_empty() {
+                    true => vec![self.local],
+                    false => ctx.target_portals.clone(),
+                };
+                match discovery::send_targets(
+                    v,
+                    &self.initiator,
+                    &ctx.targets,
+                    self.target.as_ref(),
+                    &portals,
+                    ctx.portal_group_tag,
+                ) {
+                    Some(list) => out.extend_from_slice(&list),
+                    None => keys::push(&mut out, k, "Reject"),
+                }
+                continue;
+            }
+            match self.params.offer(k, v, false) {
+                KeyAnswer::Value(a) => keys::push(&mut out, k, &a),
+                KeyAnswer::Silent => {
+                    // A declarative key: declare ours back (§13.12).
+                    keys::push(&mut out, k, &OUR_MAX_RECV_DATA_SEGMENT.to_string());
+                }
+                KeyAnswer::Reject => keys::push(&mut out, k, "Reject"),
+                KeyAnswer::NotUnderstood => keys::push(&mut out, k, "NotUnderstood"),
+                KeyAnswer::Irrelevant => keys::push(&mut out, k, "Irrelevant"),
+            }
+        }
+        self.send_text(tx, t.itt, out);
+    }
+
+    fn send_text(&mut self, tx: &mut Tx, itt: Itt, mut data: Vec<u8>) {
+        let max = self.params.initiator_max_recv as usize;
+        let (final_, ttt) = if data.len() > max {
+            let rest = data.split_off(max);
+            let ttt = tx.new_ttt();
+            self.text_pending = Some((itt, ttt, rest));
+            (false, ttt)
+        } else {
+            (true, Ttt::RESERVED)
+        };
+        let pdu = TargetPdu::TextResponse {
+            final_,
+            continue_: !final_,
+            itt,
+            ttt,
+            stat_sn: tx.take_stat_sn(),
+            exp_cmd_sn: tx.exp_cmd_sn,
+            max_cmd_sn: tx.max_cmd_sn(),
+        };
+        tx.send(&pdu, &data);
+    }
+
+    fn on_logout(&mut self, tx: &mut Tx, l: LogoutRequest, header: &[u8; 48]) {
+        // Responses per §11.15.1.
+        let response = match l.reason {
+            LogoutReason::CloseSession => 0,
+            LogoutReason::CloseConnection if l.cid == self.cid => 0,
+            LogoutReason::CloseConnection => 1,
+            LogoutReason::RemoveForRecovery => 2,
+            LogoutReason::Other(_) => {
+                tx.reject(reject::INVALID_PDU_FIELD, header);
+                return;
+            }
+        };
+        let pdu = TargetPdu::LogoutResponse {
+            itt: l.itt,
+            response,
+            stat_sn: tx.take_stat_sn(),
+            exp_cmd_sn: tx.exp_cmd_sn,
+            max_cmd_sn: tx.max_cmd_sn(),
+            time2wait: 0,
+            time2retain: 0,
+        };
+        tx.send(&pdu, &[]);
+        if response == 0 {
+            self.tasks.clear();
+            tx.close(Closing::AfterFlush);
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info(isid: u8) -> SessionInfo {
-        SessionInfo {
-            initiator: "iqn.i".into(),
-            isid: Isid([0, 0, 0, 0, 0, isid]),
-            tsih: 0,
-            target: Some("iqn.t".into()),
-            portal: "127.0.0.1:3260".parse().unwrap(),
-            peer: "127.0.0.1:5000".parse().unwrap(),
-            params: vec![],
-            connected_at: SystemTime::UNIX_EPOCH,
-        }
+fn immediate(pdu: &Pdu) -> bool {
+    match pdu {
+        Pdu::NopOut(p) => p.immediate,
+        Pdu::ScsiCommand(p) => p.immediate,
+        Pdu::TaskManagement(p) => p.immediate,
+        Pdu::Text(p) => p.immediate,
+        Pdu::Logout(p) => p.immediate,
+        _ => true,
     }
+}
 
-    #[test]
-    fn reinstatement_closes_old_and_drop_unregisters() {
-        let s = Arc::new(Sessions::new());
-        let a = s.register(info(1)).unwrap();
-        let b = s.register(info(2)).unwrap();
-        assert_ne!(a.tsih(), b.tsih());
-        let a2 = s.register(info(1)).unwrap();
-        assert!(a.reinstated());
-        assert!(!b.reinstated());
-        assert_eq!(s.list().len(), 2);
-        drop(a);
-        assert_eq!(s.list().len(), 2);
-        drop(a2);
-        drop(b);
-        assert!(s.list().is_empty());
-        assert_eq!(Isid([0, 1, 2, 3, 4, 0xab]).to_string(), "0001020304ab");
+fn cmd_sn(pdu: &Pdu) -> Option<CmdSn> {
+    if immediate(pdu) {
+        return None;
     }
+    match pdu {
+        Pdu::NopOut(p) => Some(p.cmd_sn),
+        Pdu::ScsiCommand(p) => Some(p.cmd_sn),
+        Pdu::TaskManagement(p) => Some(p.cmd_sn),
+        Pdu::Text(p) => Some(p.cmd_sn),
+        Pdu::Logout(p) => Some(p.cmd_sn),
+        _ => None,
+    }
+}
+
+/// SCSI Response (§11.4) with sense data as a 2-byte length and the
+/// fixed-format sense bytes (§11.4.7).
+fn send_response(tx: &mut Tx, itt: Itt, completion: &Completion, residual: Residual, exp_data_sn: u32) {
+    let mut data = Vec::new();
+    if let Some(sense) = &completion.sense {
+        let bytes = sense.to_fixed_bytes();
+        data.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        data.extend_from_slice(&bytes);
+    }
+    let pdu = TargetPdu::ScsiResponse {
+        itt,
+        status: completion.status.code(),
+        residual,
+        stat_sn: tx.take_stat_sn(),
+        exp_cmd_sn: tx.exp_cmd_sn,
+        max_cmd_sn: tx.max_cmd_sn(),
+        exp_data_sn,
+    };
+    tx.send(&pdu, &data);
 }

@@ -7,7 +7,6 @@ mod params;
 
 pub(crate) use negotiate::{Established, Login, LoginContext, LoginStatus, LoginStep, SessionType};
 pub(crate) use params::{KeyAnswer, Params, DEFAULT_MAX_RECV_DATA_SEGMENT, OUR_MAX_RECV_DATA_SEGMENT};
-pub use keys::KeyError;
 
 #[cfg(test)]
 pub(crate) use chap::{decode_binary, encode_hex, response as chap_response};

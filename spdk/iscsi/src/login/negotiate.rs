@@ -123,12 +123,6 @@ impl Login {
         Login::default()
     }
 
-    /// Whether the initiator name and session type are known (after the
-    /// first complete Login request).
-    pub fn initiator(&self) -> Option<&str> {
-        self.initiator.as_deref()
-    }
-
     pub fn on_request(&mut self, req: &LoginRequest, data: &[u8], ctx: &LoginContext<'_>) -> LoginStep {
         match self.step(req, data, ctx) {
             Ok(step) => step,

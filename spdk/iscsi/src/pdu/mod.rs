@@ -5,9 +5,9 @@ mod codec;
 mod digest;
 
 pub use bhs::{
-    lun_from_wire, lun_to_wire, DataOut, HeaderError, Itt, LoginRequest, LogoutReason,
+    DataOut, HeaderError, Itt, LoginRequest, LogoutReason,
     LogoutRequest, NopOut, Pdu, Residual, ScsiCommand, Stage, TargetPdu, TaskManagementRequest,
     TextRequest, TmfFunction, Ttt, BHS_LEN, RESERVED_TAG,
 };
-pub use codec::{decode_frame, encode, Frame, FrameError, FrameLimits, Reader};
+pub use codec::{decode_frame, encode, Frame, FrameError, FrameLimits};
 pub use digest::Digests;

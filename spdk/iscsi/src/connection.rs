@@ -1,0 +1,380 @@
+//! One TCP connection, sans I/O: the reactor feeds received bytes in and
+//! writes `output()` out. Login, then full feature phase; timers via `tick`.
+//!
+//! ```text
+//!  new ──Login PDUs──▶ Login ──final response──▶ FullFeature ──Logout──▶ closed
+//!            │ failure / timeout                      │ dead peer, reinstated,
+//!            └────────────────────────────────────────┴─ fatal framing error ─▶ closed
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reservoir_scsi::InitiatorPort;
+
+use crate::login::{
+    Established, Login, LoginContext, LoginStatus, LoginStep, SessionType, DEFAULT_MAX_RECV_DATA_SEGMENT,
+};
+use crate::pdu::{decode_frame, Digests, Frame, FrameError, FrameLimits, LoginRequest, Pdu, Stage, TargetPdu, Ttt};
+use crate::registry::{Isid, SessionInfo, Sessions};
+use crate::session::Session;
+use crate::target::{Access, Targets};
+use crate::tx::{reject, Closing, Tx};
+
+/// A login must finish within this time (a half-open login holds a socket).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// After this long without traffic the target pings (§11.19 NOP-In with a TTT).
+const NOP_INTERVAL: Duration = Duration::from_secs(10);
+/// A ping unanswered for this long means the peer is gone.
+const NOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Above this much unwritten output, stop reading until the peer catches up.
+const OUTPUT_HIGH_WATER: usize = 4 * 1024 * 1024;
+
+/// What one portal (listening address group) serves.
+#[derive(Debug)]
+pub struct PortalContext {
+    pub targets: Arc<Targets>,
+    pub sessions: Arc<Sessions>,
+    pub portal_group_tag: u16,
+    /// Addresses SendTargets advertises (TargetAddress); empty means the
+    /// address the initiator connected to.
+    pub target_portals: Vec<SocketAddr>,
+    /// Who may open discovery sessions, and whether they need CHAP.
+    pub discovery: Access,
+}
+
+impl PortalContext {
+    /// A portal whose discovery sessions are open to every initiator.
+    pub fn new(
+        targets: Arc<Targets>,
+        sessions: Arc<Sessions>,
+        portal_group_tag: u16,
+        target_portals: Vec<SocketAddr>,
+    ) -> PortalContext {
+        PortalContext {
+            targets,
+            sessions,
+            portal_group_tag,
+            target_portals,
+            discovery: Access::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    Login(Box<LoginPhase>),
+    FullFeature(Box<Session>),
+}
+
+#[derive(Debug)]
+struct LoginPhase {
+    login: Login,
+    /// The first request's identity fields, which later ones must repeat.
+    first: Option<LoginRequest>,
+}
+
+/// One initiator connection.
+#[derive(Debug)]
+pub struct Connection {
+    ctx: Arc<PortalContext>,
+    local: SocketAddr,
+    peer: SocketAddr,
+    input: Vec<u8>,
+    tx: Tx,
+    phase: Phase,
+    started: Instant,
+    last_rx: Instant,
+    rx_since_tick: bool,
+    /// Our outstanding NOP-In ping.
+    ping: Option<(Ttt, Instant)>,
+}
+
+impl Connection {
+    pub fn new(ctx: Arc<PortalContext>, local: SocketAddr, peer: SocketAddr, now: Instant) -> Connection {
+        Connection {
+            ctx,
+            local,
+            peer,
+            input: Vec::new(),
+            tx: Tx::new(),
+            phase: Phase::Login(Box::new(LoginPhase {
+                login: Login::new(),
+                first: None,
+            })),
+            started: now,
+            last_rx: now,
+            rx_since_tick: false,
+            ping: None,
+        }
+    }
+
+    /// Feeds bytes read from the socket, split anywhere.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        self.rx_since_tick = true;
+        self.input.extend_from_slice(bytes);
+        let mut used = 0;
+        while !self.is_closed() {
+            match decode_frame(&self.input[used..], self.limits()) {
+                Ok(Some((frame, n))) => {
+                    used += n;
+                    self.on_frame(frame);
+                }
+                Ok(None) => break,
+                Err(FrameError::Oversized { len, max, header }) => {
+                    tracing::info!(peer = %self.peer, len, max, "data segment too long");
+                    self.tx.reject(reject::PROTOCOL_ERROR, &header);
+                    self.tx.close(Closing::AfterFlush);
+                }
+                Err(FrameError::HeaderDigest) => {
+                    // §7.8: the header cannot be trusted, so neither can the
+                    // framing of anything after it.
+                    tracing::info!(peer = %self.peer, "header digest error");
+                    self.tx.close(Closing::Now);
+                }
+            }
+        }
+        self.input.drain(..used);
+        if self.is_closed() {
+            self.input = Vec::new();
+        }
+    }
+
+    /// Bytes to write next.
+    pub fn output(&self) -> &[u8] {
+        self.tx.pending()
+    }
+
+    /// `n` bytes of `output()` were written.
+    pub fn consume_output(&mut self, n: usize) {
+        self.tx.consume(n);
+    }
+
+    /// Timers: login timeout, pinging idle connections, dropping dead ones,
+    /// closing a reinstated session.
+    pub fn tick(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        if std::mem::take(&mut self.rx_since_tick) {
+            self.last_rx = now;
+            self.ping = None;
+        }
+        match &self.phase {
+            Phase::Login(_) => {
+                if now.duration_since(self.started) > LOGIN_TIMEOUT {
+                    tracing::info!(peer = %self.peer, "login timed out");
+                    self.tx.close(Closing::Now);
+                }
+            }
+            Phase::FullFeature(session) => {
+                if session.handle.reinstated() {
+                    self.tx.close(Closing::Now);
+                    return;
+                }
+                match self.ping {
+                    Some((_, sent)) if now.duration_since(sent) > NOP_TIMEOUT => {
+                        tracing::info!(peer = %self.peer, "no answer to NOP-In, closing");
+                        self.tx.close(Closing::Now);
+                    }
+                    Some(_) => {}
+                    None if now.duration_since(self.last_rx) > NOP_INTERVAL => {
+                        let ttt = self.tx.new_ttt();
+                        // §11.19: a ping carries a TTT and the current StatSN,
+                        // which it does not advance.
+                        let pdu = TargetPdu::NopIn {
+                            lun: 0,
+                            itt: crate::pdu::Itt(crate::pdu::RESERVED_TAG),
+                            ttt,
+                            stat_sn: self.tx.stat_sn,
+                            exp_cmd_sn: self.tx.exp_cmd_sn,
+                            max_cmd_sn: self.tx.max_cmd_sn(),
+                        };
+                        self.tx.send(&pdu, &[]);
+                        self.ping = Some((ttt, now));
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// The reactor closes the socket once this is true and `output()` is
+    /// empty (output is dropped when closing for an error).
+    pub fn is_closed(&self) -> bool {
+        self.tx.closing != Closing::Open
+    }
+
+    /// False while too much output is waiting: stop reading (backpressure).
+    pub fn wants_read(&self) -> bool {
+        !self.is_closed() && self.tx.pending().len() < OUTPUT_HIGH_WATER
+    }
+
+    /// The session's TSIH once logged in.
+    pub fn tsih(&self) -> Option<u16> {
+        match &self.phase {
+            Phase::FullFeature(s) => Some(s.handle.tsih()),
+            Phase::Login(_) => None,
+        }
+    }
+
+    fn limits(&self) -> FrameLimits {
+        match &self.phase {
+            Phase::Login(_) => FrameLimits {
+                max_data: DEFAULT_MAX_RECV_DATA_SEGMENT as usize,
+                digests: Digests::default(),
+            },
+            Phase::FullFeature(s) => FrameLimits {
+                max_data: s.params.target_max_recv as usize,
+                digests: self.tx.digests,
+            },
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        match &mut self.phase {
+            Phase::FullFeature(session) => session.on_frame(&mut self.tx, &self.ctx, frame),
+            Phase::Login(_) => self.on_login_frame(frame),
+        }
+    }
+
+    fn on_login_frame(&mut self, frame: Frame) {
+        let Ok(Pdu::Login(req)) = frame.pdu else {
+            // §6.3: only Login requests until the login completes.
+            tracing::info!(peer = %self.peer, "non-login PDU during login");
+            self.tx.close(Closing::Now);
+            return;
+        };
+        let Phase::Login(lp) = &mut self.phase else { return };
+        let first = match &lp.first {
+            None => {
+                // The target picks StatSN; continuing the initiator's
+                // ExpStatSN keeps both sides in step (§4.2.2.2).
+                self.tx.stat_sn = req.exp_stat_sn;
+                self.tx.exp_cmd_sn = req.cmd_sn;
+                lp.first = Some(req.clone());
+                req.clone()
+            }
+            Some(f) => f.clone(),
+        };
+        if req.isid != first.isid || req.tsih != first.tsih || req.cid != first.cid || req.itt != first.itt {
+            return self.login_fail(&req, LoginStatus::INITIATOR_ERROR);
+        }
+        if req.tsih != 0 {
+            // Adding a connection to a session: MaxConnections is 1 (§6.3.1).
+            let status = match self.ctx.sessions.contains(req.tsih) {
+                true => LoginStatus::TOO_MANY_CONNECTIONS,
+                false => LoginStatus::SESSION_DOES_NOT_EXIST,
+            };
+            return self.login_fail(&req, status);
+        }
+        let ctx = LoginContext {
+            targets: &self.ctx.targets,
+            portal_group_tag: self.ctx.portal_group_tag,
+            discovery: &self.ctx.discovery,
+        };
+        match lp.login.on_request(&req, &frame.data, &ctx) {
+            LoginStep::Reply { transit, csg, nsg, data } => {
+                self.login_response(&req, transit, csg, nsg, 0, LoginStatus(0, 0), &data);
+            }
+            LoginStep::Fail(status) => self.login_fail(&req, status),
+            LoginStep::Complete { csg, data, session } => self.establish(&req, csg, &data, session),
+        }
+    }
+
+    fn establish(&mut self, req: &LoginRequest, csg: Stage, data: &[u8], est: Established) {
+        let info = SessionInfo {
+            initiator: est.initiator.clone(),
+            isid: Isid(req.isid),
+            tsih: 0,
+            target: est.target.as_ref().map(|t| t.iqn.clone()),
+            portal: self.local,
+            peer: self.peer,
+            params: est.params.keys(),
+            connected_at: SystemTime::now(),
+        };
+        let Some(handle) = self.ctx.sessions.register(info) else {
+            return self.login_fail(req, LoginStatus::OUT_OF_RESOURCES);
+        };
+        let tsih = handle.tsih();
+        let nexus = est.target.as_ref().map(|t| {
+            t.device.new_nexus(InitiatorPort {
+                name: est.initiator.clone(),
+                isid: req.isid,
+            })
+        });
+        tracing::info!(
+            peer = %self.peer,
+            initiator = %est.initiator,
+            target = ?est.target.as_ref().map(|t| &t.iqn),
+            tsih,
+            "login complete"
+        );
+        self.login_response(req, true, csg, Stage::FullFeature, tsih, LoginStatus(0, 0), data);
+        // Digests start with the first PDU after the final Login response.
+        self.tx.digests = Digests {
+            header: est.params.header_digest,
+            data: est.params.data_digest,
+        };
+        let kind = est.session_type;
+        debug_assert!(kind == SessionType::Discovery || est.target.is_some());
+        self.phase = Phase::FullFeature(Box::new(Session::new(
+            kind,
+            est.initiator,
+            req.cid,
+            self.local,
+            est.target,
+            nexus,
+            est.params,
+            handle,
+        )));
+    }
+
+    fn login_fail(&mut self, req: &LoginRequest, status: LoginStatus) {
+        tracing::info!(peer = %self.peer, class = status.0, detail = status.1, "login failed");
+        self.login_response(req, false, req.csg, req.csg, 0, status, &[]);
+        self.tx.close(Closing::AfterFlush);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn login_response(
+        &mut self,
+        req: &LoginRequest,
+        transit: bool,
+        csg: Stage,
+        nsg: Stage,
+        tsih: u16,
+        status: LoginStatus,
+        data: &[u8],
+    ) {
+        let pdu = TargetPdu::LoginResponse {
+            transit,
+            continue_: false,
+            csg,
+            nsg,
+            isid: req.isid,
+            tsih,
+            itt: req.itt,
+            stat_sn: self.tx.take_stat_sn(),
+            exp_cmd_sn: self.tx.exp_cmd_sn,
+            max_cmd_sn: self.tx.max_cmd_sn(),
+            status_class: status.0,
+            status_detail: status.1,
+        };
+        self.tx.send(&pdu, data);
+    }
+}
+
+impl Drop for Connection {
+    /// Dropping the session unregisters it and ends its I_T nexus (the SCSI
+    /// layer keeps what SPC says survives a lost nexus).
+    fn drop(&mut self) {
+        if let Phase::FullFeature(s) = &self.phase {
+            tracing::debug!(peer = %self.peer, tsih = s.handle.tsih(), "connection ended");
+        }
+    }
+}
