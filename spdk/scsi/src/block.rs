@@ -50,7 +50,18 @@ fn bytes_of(lun: &Lun, extent: Extent) -> usize {
 
 /// The first `bytes` of data-out, or CHECK CONDITION when fewer arrived.
 pub(crate) fn data_out(data: &[u8], bytes: usize) -> Result<&[u8], SenseReason> {
-    data.get(..bytes).ok_or(SenseReason::DataUnderrun)
+    data.get(..bytes).ok_or(SenseReason::DataLengthMismatch)
+}
+
+/// The part of a write's extent that data-out covers. When the transport's
+/// expected data transfer length is below the CDB's, only the whole blocks
+/// that arrived are written and the command succeeds; the transport reports
+/// the rest as residual overflow (RFC 7143 11.4.5.2; libiscsi's
+/// WRITE residuals tests expect exactly this).
+fn received(lun: &Lun, extent: Extent, data: &[u8]) -> (Extent, usize) {
+    let bs = block_size(lun);
+    let blocks = extent.blocks.min((data.len() / bs) as u64);
+    (Extent { blocks, ..extent }, blocks as usize * bs)
 }
 
 fn read_into(lun: &Lun, lba: Lba, buf: &mut [u8]) -> Result<(), SenseReason> {
@@ -81,12 +92,12 @@ pub(crate) fn read(lun: &Lun, extent: Extent, data_in: &mut Vec<u8>) -> Result<(
 pub(crate) fn write(lun: &Lun, extent: Extent, fua: bool, data: &[u8]) -> Result<(), SenseReason> {
     check_writable(lun)?;
     check_range(lun, extent)?;
+    let (extent, bytes) = received(lun, extent, data);
     if extent.blocks == 0 {
         return Ok(());
     }
-    let data = data_out(data, bytes_of(lun, extent))?;
     let _guard = lun.range_lock.shared(extent);
-    write_from(lun, extent.lba, data, lun.durability(fua))
+    write_from(lun, extent.lba, &data[..bytes], lun.durability(fua))
 }
 
 pub(crate) fn write_and_verify(
@@ -97,10 +108,11 @@ pub(crate) fn write_and_verify(
 ) -> Result<(), SenseReason> {
     check_writable(lun)?;
     check_range(lun, extent)?;
+    let (extent, bytes) = received(lun, extent, data);
     if extent.blocks == 0 {
         return Ok(());
     }
-    let data = data_out(data, bytes_of(lun, extent))?;
+    let data = &data[..bytes];
     let _guard = lun.range_lock.shared(extent);
     // Verification is of the medium, so the write must reach it (SBC-4 5.41).
     write_from(lun, extent.lba, data, Durability::Fua)?;
@@ -156,10 +168,11 @@ pub(crate) fn or_write(
 ) -> Result<(), SenseReason> {
     check_writable(lun)?;
     check_range(lun, extent)?;
+    let (extent, bytes) = received(lun, extent, data);
     if extent.blocks == 0 {
         return Ok(());
     }
-    let data = data_out(data, bytes_of(lun, extent))?;
+    let data = &data[..bytes];
     // Read-modify-write: exclusive, like COMPARE AND WRITE.
     let _guard = lun.range_lock.exclusive(extent);
     let mut medium = vec![0u8; data.len()];
@@ -182,7 +195,11 @@ pub(crate) fn compare_and_write(
         return Ok(());
     }
     let half = bytes_of(lun, extent);
-    let data = data_out(data, 2 * half)?;
+    // Both halves, exactly: a different data-out length means the
+    // initiator and the CDB disagree about what is compared.
+    if data.len() != 2 * half {
+        return Err(SenseReason::DataLengthMismatch);
+    }
     let (compare, write) = data.split_at(half);
     let _guard = lun.range_lock.exclusive(extent);
     let mut medium = vec![0u8; half];

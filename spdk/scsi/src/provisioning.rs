@@ -22,11 +22,11 @@ fn be(bytes: &[u8]) -> u64 {
 /// UNMAP (SBC-4 5.32). Every descriptor is validated before any block is
 /// deallocated, so a bad list changes nothing.
 pub(crate) fn unmap(lun: &Lun, param_len: u32, data: &[u8]) -> Result<(), SenseReason> {
-    check_writable(lun)?;
     if !lun.geometry().thin_provisioned {
         // LBPU=0 (SBC-4 6.6.6): the command is not supported on this LUN.
         return Err(SenseReason::InvalidOpcode);
     }
+    check_writable(lun)?;
     let len = param_len as usize;
     if len == 0 {
         return Ok(());

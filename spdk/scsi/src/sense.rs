@@ -88,9 +88,9 @@ pub enum SenseReason {
     LbaOutOfRange,
     /// 24h/00h.
     InvalidFieldInCdb(FieldPointer),
-    /// 24h/00h without a field pointer: the initiator sent less data than
-    /// the CDB describes.
-    DataUnderrun,
+    /// 24h/00h without a field pointer: the data-out buffer does not hold
+    /// what the command needs (SBC-4 5.3 for COMPARE AND WRITE).
+    DataLengthMismatch,
     /// 25h/00h.
     LunNotSupported,
     /// 26h/00h.
@@ -125,7 +125,7 @@ impl SenseReason {
             R::Miscompare { .. } => (Miscompare, 0x1D, 0x00),
             R::InvalidOpcode => (IllegalRequest, 0x20, 0x00),
             R::LbaOutOfRange => (IllegalRequest, 0x21, 0x00),
-            R::InvalidFieldInCdb(_) | R::DataUnderrun => (IllegalRequest, 0x24, 0x00),
+            R::InvalidFieldInCdb(_) | R::DataLengthMismatch => (IllegalRequest, 0x24, 0x00),
             R::LunNotSupported => (IllegalRequest, 0x25, 0x00),
             R::InvalidFieldInParameterList(_) => (IllegalRequest, 0x26, 0x00),
             R::WriteProtected => (DataProtect, 0x27, 0x00),

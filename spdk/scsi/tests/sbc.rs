@@ -162,11 +162,27 @@ fn transfer_over_limit_and_short_data() {
     let mut n = f.nexus("a");
     let (c, _) = f.run(&mut n, 1, &cdb16(0x88, 0, 0, 16385), &[]);
     assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
-    // Fewer bytes than the CDB describes.
-    let (c, _) = f.run(&mut n, 1, &cdb10(0x2A, 0, 0, 2), &pattern(1, 0));
-    assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
-    // More is fine: the transport accounts the residual.
-    assert_good(&f.run(&mut n, 1, &cdb10(0x2A, 0, 0, 1), &pattern(2, 0)).0);
+    // Fewer bytes than the CDB describes: the whole blocks that arrived are
+    // written, the transport reports the residual.
+    assert_good(
+        &f.run(&mut n, 1, &cdb10(0x2A, 0, 0, 2), &vec![b'a'; 2 * BS])
+            .0,
+    );
+    assert_good(
+        &f.run(&mut n, 1, &cdb10(0x2A, 0, 0, 2), &vec![b'b'; BS + 200])
+            .0,
+    );
+    let (_, back) = f.run(&mut n, 1, &cdb10(0x28, 0, 0, 2), &[]);
+    assert!(back[..BS].iter().all(|&b| b == b'b'));
+    assert!(back[BS..].iter().all(|&b| b == b'a'));
+    assert_good(&f.run(&mut n, 1, &cdb10(0x2A, 0, 0, 1), &[]).0);
+    // More is fine too: only the CDB's blocks are written.
+    assert_good(
+        &f.run(&mut n, 1, &cdb10(0x2A, 0, 1, 1), &vec![b'c'; 2 * BS])
+            .0,
+    );
+    let (_, back) = f.run(&mut n, 1, &cdb10(0x28, 0, 2, 1), &[]);
+    assert!(back.iter().all(|&b| b == 0));
 }
 
 #[test]
@@ -320,7 +336,10 @@ fn compare_and_write() {
     assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
     let (c, _) = f.run(&mut n, 1, &caw(0, 1, 0x20), &both);
     assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
+    // Data-out must be exactly both halves.
     let (c, _) = f.run(&mut n, 1, &caw(20, 2, 0), &both[..3 * BS]);
+    assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
+    let (c, _) = f.run(&mut n, 1, &caw(20, 1, 0), &both);
     assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
 }
 
