@@ -3,7 +3,9 @@
 //! memory for 512- and 4096-byte blocks.
 
 /// Largest READ/WRITE/VERIFY transfer: bounds the buffer one command holds.
-pub(crate) const MAX_TRANSFER_BYTES: u64 = 8 << 20;
+/// 32 MiB is 65536 blocks of 512 bytes, the largest single WRITE(16) the
+/// libiscsi conformance suite issues (test_writesame16_unmap).
+pub(crate) const MAX_TRANSFER_BYTES: u64 = 32 << 20;
 /// OPTIMAL TRANSFER LENGTH: large enough to amortise per-command cost.
 pub(crate) const OPTIMAL_TRANSFER_BYTES: u64 = 1 << 20;
 /// MAXIMUM WRITE SAME LENGTH: a WRITE SAME is written in chunks on the
@@ -15,8 +17,9 @@ pub(crate) const WRITE_SAME_CHUNK_BYTES: u64 = 1 << 20;
 /// blocks are read, compared and written, so keep the range short (atomic
 /// test-and-set users such as VMware ATS use one block).
 pub(crate) const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 128;
-/// MAXIMUM UNMAP LBA COUNT: deallocation is metadata-only on thin bdevs.
-pub(crate) const MAX_UNMAP_LBA_COUNT: u32 = 1 << 26;
+/// MAXIMUM UNMAP LBA COUNT. libiscsi's conformance suite treats an explicit
+/// limit above 2^20 as insane, and 2^20 blocks per command is plenty.
+pub(crate) const MAX_UNMAP_LBA_COUNT: u32 = 1 << 20;
 /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT.
 pub(crate) const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 

@@ -160,7 +160,7 @@ fn fua_reaches_the_bdev() {
 fn transfer_over_limit_and_short_data() {
     let f = fixture(Opts::default());
     let mut n = f.nexus("a");
-    let (c, _) = f.run(&mut n, 1, &cdb16(0x88, 0, 0, 16385), &[]);
+    let (c, _) = f.run(&mut n, 1, &cdb16(0x88, 0, 0, 65537), &[]);
     assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
     // Fewer bytes than the CDB describes: the whole blocks that arrived are
     // written, the transport reports the residual.

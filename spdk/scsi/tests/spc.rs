@@ -72,7 +72,7 @@ fn vpd_pages() {
     let (_, d) = vpd(&mut n, 0xB0);
     assert_eq!(d.len(), 64);
     assert_eq!(d[4] & 1, 1, "WSNZ");
-    assert_eq!(u32::from_be_bytes(d[8..12].try_into().unwrap()), 16384);
+    assert_eq!(u32::from_be_bytes(d[8..12].try_into().unwrap()), 65536);
     assert!(u32::from_be_bytes(d[20..24].try_into().unwrap()) > 0);
     assert!(u32::from_be_bytes(d[24..28].try_into().unwrap()) > 0);
     let (_, d) = vpd(&mut n, 0xB1);
