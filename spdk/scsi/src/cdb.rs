@@ -202,12 +202,13 @@ impl Cdb {
             Cdb::Inquiry { .. } | Cdb::ReportLuns { .. } | Cdb::RequestSense { .. }
         )
     }
+}
 
-    /// Commands that may be addressed to a LUN that does not exist
-    /// (SPC-4 6.6.4, 6.33, 6.39).
-    pub(crate) fn valid_without_lun(&self) -> bool {
-        self.passes_unit_attention()
-    }
+/// INQUIRY, REPORT LUNS and REQUEST SENSE may be addressed to a LUN that
+/// does not exist (SPC-4 6.6.2, 6.33, 6.39); their CDB errors are reported
+/// as such rather than as LOGICAL UNIT NOT SUPPORTED.
+pub(crate) fn valid_without_lun(opcode: u8) -> bool {
+    matches!(opcode, 0x03 | 0x12 | 0xA0)
 }
 
 fn be(bytes: &[u8]) -> u64 {
@@ -642,6 +643,28 @@ mod tests {
             c.cdb,
             Cdb::Unknown {
                 reason: SenseReason::InvalidFieldInCdb(FieldPointer::byte(10))
+            }
+        );
+    }
+
+    #[test]
+    fn short_and_empty_cdbs_are_rejected() {
+        assert_eq!(
+            parse(&[]).cdb,
+            Cdb::Unknown {
+                reason: SenseReason::InvalidOpcode
+            }
+        );
+        assert_eq!(
+            parse(&[0x28, 0, 0]).cdb,
+            Cdb::Unknown {
+                reason: SenseReason::InvalidFieldInCdb(FieldPointer::byte(0))
+            }
+        );
+        assert_eq!(
+            parse(&[0x9E]).cdb,
+            Cdb::Unknown {
+                reason: SenseReason::InvalidFieldInCdb(FieldPointer::bit(1, 4))
             }
         );
     }

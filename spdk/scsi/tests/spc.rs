@@ -111,8 +111,10 @@ fn report_luns() {
     assert_eq!(d, vec![0; 8]);
     let (c, _) = f.run(&mut n, 1, &[0xA0, 0, 3, 0, 0, 0, 0, 0, 0, 64, 0, 0], &[]);
     assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
-    let (c, _) = f.run(&mut n, 1, &[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 0, 0], &[]);
-    assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
+    for lun in [1, 0] {
+        let (c, _) = f.run(&mut n, lun, &[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 0, 0], &[]);
+        assert_sense(&c, SenseKey::IllegalRequest, 0x24, 0);
+    }
 }
 
 #[test]
