@@ -29,12 +29,18 @@ pub enum Error {
     /// The session failed underneath the command (connection reset, target
     /// gone, protocol error). The command's effect on the medium is unknown.
     #[error("{command}: iSCSI session failed: {message}; call reconnect() before retrying")]
-    Transport { command: &'static str, message: String },
+    Transport {
+        command: &'static str,
+        message: String,
+    },
 
     /// No response within the configured timeout. The command may still
     /// execute on the target; the session is unusable until reconnect().
     #[error("{command}: no response within {timeout:?}; call reconnect() before retrying")]
-    Timeout { command: &'static str, timeout: Duration },
+    Timeout {
+        command: &'static str,
+        timeout: Duration,
+    },
 
     /// An earlier failure left no usable session.
     #[error("no usable iSCSI session ({reason}); call reconnect()")]
@@ -43,11 +49,17 @@ pub enum Error {
     /// A task management request was answered with a non-zero response
     /// (RFC 7143 §11.6.1).
     #[error("{function} refused by the target: response 0x{response:02x}")]
-    TaskManagement { function: &'static str, response: u32 },
+    TaskManagement {
+        function: &'static str,
+        response: u32,
+    },
 
     /// The target returned parameter data this crate cannot decode.
     #[error("malformed {what} data: {reason}")]
-    Malformed { what: &'static str, reason: &'static str },
+    Malformed {
+        what: &'static str,
+        reason: &'static str,
+    },
 }
 
 impl Error {

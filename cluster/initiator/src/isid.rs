@@ -33,7 +33,9 @@ impl Isid {
         let t = bytes[0] >> 6;
         let a = bytes[0] & 0x3f;
         match t {
-            0b11 => Err(Error::InvalidArgument("ISID type 11b is reserved (RFC 7143 §10.12.5)".into())),
+            0b11 => Err(Error::InvalidArgument(
+                "ISID type 11b is reserved (RFC 7143 §10.12.5)".into(),
+            )),
             0b01 | 0b10 if a != 0 => Err(Error::InvalidArgument(
                 "ISID A field is reserved (must be 0) for the EN and Random formats".into(),
             )),
@@ -54,8 +56,14 @@ impl Isid {
                 oui: ((b[0] & 0x3f) << 16) | (b[1] << 8) | b[2],
                 qualifier: (b[3] << 16) | d,
             },
-            0b01 => IsidSetter::EnterpriseNumber { en: b123, qualifier: d },
-            _ => IsidSetter::Random { random: b123, qualifier: d },
+            0b01 => IsidSetter::EnterpriseNumber {
+                en: b123,
+                qualifier: d,
+            },
+            _ => IsidSetter::Random {
+                random: b123,
+                qualifier: d,
+            },
         }
     }
 }
@@ -80,7 +88,9 @@ impl FromStr for Isid {
     fn from_str(s: &str) -> Result<Self, Error> {
         let hex = s.strip_prefix("0x").unwrap_or(s);
         if hex.len() != 12 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::InvalidArgument(format!("ISID {s:?} is not 12 hex digits")));
+            return Err(Error::InvalidArgument(format!(
+                "ISID {s:?} is not 12 hex digits"
+            )));
         }
         let mut bytes = [0u8; 6];
         for (i, b) in bytes.iter_mut().enumerate() {
@@ -103,8 +113,16 @@ mod tests {
                 let (o, q) = (be(oui), be(qualifier));
                 [o[1] & 0x3f, o[2], o[3], q[1], q[2], q[3]]
             }
-            IsidSetter::EnterpriseNumber { en: v, qualifier } | IsidSetter::Random { random: v, qualifier } => {
-                let t = if matches!(setter, IsidSetter::EnterpriseNumber { .. }) { 0x40 } else { 0x80 };
+            IsidSetter::EnterpriseNumber { en: v, qualifier }
+            | IsidSetter::Random {
+                random: v,
+                qualifier,
+            } => {
+                let t = if matches!(setter, IsidSetter::EnterpriseNumber { .. }) {
+                    0x40
+                } else {
+                    0x80
+                };
                 let (v, q) = (be(v), be(qualifier));
                 [t, v[1], v[2], v[3], q[2], q[3]]
             }

@@ -40,8 +40,8 @@ pub use crate::error::Error;
 pub use crate::isid::Isid;
 pub use crate::pattern::Pattern;
 pub use crate::scsi::{
-    Capacity, PrOutAction, PrOutFlags, RegisteredKeys, ReservationKey, ReservationStatus, ReservationType,
-    ScsiStatus, Sense, SenseKey,
+    Capacity, PrOutAction, PrOutFlags, RegisteredKeys, ReservationKey, ReservationStatus,
+    ReservationType, ScsiStatus, Sense, SenseKey,
 };
 pub use crate::url::{Chap, TargetUrl};
 
@@ -88,7 +88,9 @@ pub struct Initiator {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("lun", &self.lun()).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("lun", &self.lun())
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,7 +134,9 @@ impl Initiator {
         let lun = session.lun();
         let task = session.execute("READ (16)", None, |ctx, cb, pd, _| {
             // SAFETY: live context; callback/private data per Session::execute.
-            unsafe { sys::iscsi_read16_task(ctx, lun, lba, len, block_size as i32, 0, 0, 0, 0, 0, cb, pd) }
+            unsafe {
+                sys::iscsi_read16_task(ctx, lun, lba, len, block_size as i32, 0, 0, 0, 0, 0, cb, pd)
+            }
         })?;
         let data = task.data_in();
         if data.len() != len as usize {
@@ -146,8 +150,14 @@ impl Initiator {
 
     /// WRITE (16) of `data` at `lba` (SBC-4 §5.42); `fua` asks the target to
     /// make it durable before completing.
-    pub fn write(&mut self, lba: u64, data: &[u8], block_size: u32, fua: bool) -> Result<(), Error> {
-        if block_size == 0 || data.is_empty() || data.len() % block_size as usize != 0 {
+    pub fn write(
+        &mut self,
+        lba: u64,
+        data: &[u8],
+        block_size: u32,
+        fua: bool,
+    ) -> Result<(), Error> {
+        if block_size == 0 || data.is_empty() || !data.len().is_multiple_of(block_size as usize) {
             return Err(Error::InvalidArgument(format!(
                 "write of {} bytes is not a non-zero multiple of the {block_size}-byte block size",
                 data.len()
@@ -163,7 +173,21 @@ impl Initiator {
             // SAFETY: live context; `out` points at `len` bytes owned by the
             // Task until its callback has fired or the context is destroyed.
             unsafe {
-                sys::iscsi_write16_task(ctx, lun, lba, out, len, block_size as i32, 0, 0, i32::from(fua), 0, 0, cb, pd)
+                sys::iscsi_write16_task(
+                    ctx,
+                    lun,
+                    lba,
+                    out,
+                    len,
+                    block_size as i32,
+                    0,
+                    0,
+                    i32::from(fua),
+                    0,
+                    0,
+                    cb,
+                    pd,
+                )
             }
         })?;
         Ok(())
@@ -206,7 +230,11 @@ impl Initiator {
     pub fn pr_read_keys(&mut self) -> Result<RegisteredKeys, Error> {
         let mut allocation = PR_IN_INITIAL_ALLOCATION;
         loop {
-            let data = self.pr_in("PERSISTENT RESERVE IN / READ KEYS", sys::SCSI_PERSISTENT_RESERVE_READ_KEYS, allocation)?;
+            let data = self.pr_in(
+                "PERSISTENT RESERVE IN / READ KEYS",
+                sys::SCSI_PERSISTENT_RESERVE_READ_KEYS,
+                allocation,
+            )?;
             match decode_read_keys(&data)? {
                 PrIn::Complete(keys) => return Ok(keys),
                 PrIn::NeedsBytes(n) if usize::from(allocation) < n && allocation < u16::MAX => {
@@ -292,12 +320,19 @@ impl Initiator {
         })
     }
 
-    fn pr_in(&mut self, command: &'static str, action: u32, allocation: u16) -> Result<Vec<u8>, Error> {
+    fn pr_in(
+        &mut self,
+        command: &'static str,
+        action: u32,
+        allocation: u16,
+    ) -> Result<Vec<u8>, Error> {
         let session = self.session()?;
         let lun = session.lun();
         let task = session.execute(command, None, |ctx, cb, pd, _| {
             // SAFETY: live context.
-            unsafe { sys::iscsi_persistent_reserve_in_task(ctx, lun, action as i32, allocation, cb, pd) }
+            unsafe {
+                sys::iscsi_persistent_reserve_in_task(ctx, lun, action as i32, allocation, cb, pd)
+            }
         })?;
         Ok(task.data_in().to_vec())
     }
@@ -312,11 +347,15 @@ impl Initiator {
 /// Bytes in `blocks` blocks, checked to fit one READ (16).
 fn transfer_len(blocks: u32, block_size: u32) -> Result<u32, Error> {
     if blocks == 0 || block_size == 0 {
-        return Err(Error::InvalidArgument("block count and block size must be non-zero".into()));
+        return Err(Error::InvalidArgument(
+            "block count and block size must be non-zero".into(),
+        ));
     }
-    blocks
-        .checked_mul(block_size)
-        .ok_or_else(|| Error::InvalidArgument(format!("{blocks} blocks of {block_size} bytes exceed 4 GiB")))
+    blocks.checked_mul(block_size).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{blocks} blocks of {block_size} bytes exceed 4 GiB"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -349,11 +388,47 @@ mod tests {
     #[test]
     fn connection_refused_is_a_connect_error() {
         // Bind then drop a listener to get a loopback port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut opts = ConnectOptions::new("iqn.2026-11.io.reservoir:test");
         opts.timeout = Duration::from_secs(5);
-        let err = Initiator::connect(&format!("iscsi://127.0.0.1:{port}/iqn.x:y/0"), opts).unwrap_err();
+        let err =
+            Initiator::connect(&format!("iscsi://127.0.0.1:{port}/iqn.x:y/0"), opts).unwrap_err();
         assert!(matches!(err, Error::Connect { .. }), "{err}");
+    }
+
+    /// The configured ISID is what goes on the wire, on every login (a
+    /// reconnect logs in through the same path). A fake target reads the
+    /// first Login Request and hangs up.
+    #[test]
+    fn fixed_isid_is_sent_in_every_login_request() {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "iscsi://{}/iqn.2026-11.io.reservoir:fake/0",
+            listener.local_addr().unwrap()
+        );
+        let mut opts = ConnectOptions::new("iqn.2026-11.io.reservoir:isid-test");
+        opts.isid = Some("80a1b2c30042".parse().unwrap());
+        opts.timeout = Duration::from_secs(5);
+        for _ in 0..2 {
+            let client = {
+                let (url, opts) = (url.clone(), opts.clone());
+                std::thread::spawn(move || Initiator::connect(&url, opts))
+            };
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut bhs = [0u8; 48];
+            conn.read_exact(&mut bhs).unwrap();
+            drop(conn);
+            // Login Request, immediate bit set (RFC 7143 §11.12); ISID at bytes 8..14.
+            assert_eq!(bhs[0], 0x43);
+            assert_eq!(bhs[8..14], [0x80, 0xa1, 0xb2, 0xc3, 0x00, 0x42]);
+            let err = client.join().unwrap().unwrap_err();
+            assert!(matches!(err, Error::Connect { .. }), "{err}");
+        }
     }
 
     #[test]

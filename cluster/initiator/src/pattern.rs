@@ -20,7 +20,10 @@ impl Pattern {
     /// Fills `buf` with the blocks starting at `lba`. `buf.len()` must be a
     /// multiple of `block_size`.
     pub fn fill(&self, lba: u64, block_size: usize, buf: &mut [u8]) {
-        assert!(block_size > 0 && buf.len() % block_size == 0, "buffer is not whole blocks");
+        assert!(
+            block_size > 0 && buf.len().is_multiple_of(block_size),
+            "buffer is not whole blocks"
+        );
         for (i, block) in buf.chunks_exact_mut(block_size).enumerate() {
             self.fill_block(lba + i as u64, block);
         }
@@ -29,13 +32,18 @@ impl Pattern {
     /// The first block of `buf` (read from `lba` on) that does not match, as
     /// its LBA, or `None` when every block matches.
     pub fn first_mismatch(&self, lba: u64, block_size: usize, buf: &[u8]) -> Option<u64> {
-        assert!(block_size > 0 && buf.len() % block_size == 0, "buffer is not whole blocks");
+        assert!(
+            block_size > 0 && buf.len().is_multiple_of(block_size),
+            "buffer is not whole blocks"
+        );
         let mut expected = vec![0u8; block_size];
-        buf.chunks_exact(block_size).enumerate().find_map(|(i, block)| {
-            let at = lba + i as u64;
-            self.fill_block(at, &mut expected);
-            (block != expected.as_slice()).then_some(at)
-        })
+        buf.chunks_exact(block_size)
+            .enumerate()
+            .find_map(|(i, block)| {
+                let at = lba + i as u64;
+                self.fill_block(at, &mut expected);
+                (block != expected.as_slice()).then_some(at)
+            })
     }
 
     fn fill_block(&self, lba: u64, block: &mut [u8]) {
@@ -79,7 +87,11 @@ mod tests {
         let p = Pattern::new(7);
         let mut buf = vec![0u8; 4 * 512];
         p.fill(0, 512, &mut buf);
-        assert_eq!(p.first_mismatch(1, 512, &buf), Some(1), "shifted by one block");
+        assert_eq!(
+            p.first_mismatch(1, 512, &buf),
+            Some(1),
+            "shifted by one block"
+        );
         assert_eq!(Pattern::new(8).first_mismatch(0, 512, &buf), Some(0));
         buf[2 * 512 + 300] ^= 1;
         assert_eq!(p.first_mismatch(0, 512, &buf), Some(2));

@@ -75,9 +75,22 @@ impl SenseKey {
     pub fn from_u8(key: u8) -> Self {
         use SenseKey::*;
         [
-            NoSense, RecoveredError, NotReady, MediumError, HardwareError, IllegalRequest, UnitAttention,
-            DataProtect, BlankCheck, VendorSpecific, CopyAborted, AbortedCommand, Reserved, VolumeOverflow,
-            Miscompare, Completed,
+            NoSense,
+            RecoveredError,
+            NotReady,
+            MediumError,
+            HardwareError,
+            IllegalRequest,
+            UnitAttention,
+            DataProtect,
+            BlankCheck,
+            VendorSpecific,
+            CopyAborted,
+            AbortedCommand,
+            Reserved,
+            VolumeOverflow,
+            Miscompare,
+            Completed,
         ][usize::from(key & 0x0f)]
     }
 }
@@ -122,7 +135,11 @@ impl Sense {
 
 impl fmt::Display for Sense {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} asc/ascq 0x{:02x}/0x{:02x}", self.key, self.asc, self.ascq)
+        write!(
+            f,
+            "{:?} asc/ascq 0x{:02x}/0x{:02x}",
+            self.key, self.asc, self.ascq
+        )
     }
 }
 
@@ -145,7 +162,9 @@ impl Capacity {
         if block_size == 0 {
             return Err(malformed("block length is zero"));
         }
-        let blocks = last_lba.checked_add(1).ok_or(malformed("last LBA is 2^64-1"))?;
+        let blocks = last_lba
+            .checked_add(1)
+            .ok_or(malformed("last LBA is 2^64-1"))?;
         Ok(Capacity { block_size, blocks })
     }
 }
@@ -264,7 +283,7 @@ pub(crate) fn decode_read_keys(data: &[u8]) -> Result<PrIn<RegisteredKeys>, Erro
     };
     let generation = be_u32(data, 0).ok_or(malformed("shorter than the 8-byte header"))?;
     let additional = be_u32(data, 4).ok_or(malformed("shorter than the 8-byte header"))? as usize;
-    if additional % 8 != 0 {
+    if !additional.is_multiple_of(8) {
         return Err(malformed("ADDITIONAL LENGTH is not a multiple of 8"));
     }
     if data.len() < 8 + additional {
@@ -298,12 +317,15 @@ pub(crate) fn decode_read_reservation(data: &[u8]) -> Result<ReservationStatus, 
         }),
         16 => {
             let key = be_u64(data, 8).ok_or(malformed("reservation descriptor truncated"))?;
-            let scope_type = *data.get(21).ok_or(malformed("reservation descriptor truncated"))?;
+            let scope_type = *data
+                .get(21)
+                .ok_or(malformed("reservation descriptor truncated"))?;
             // SCOPE (high nibble) must be LU_SCOPE (0h), the only scope SPC-4 keeps.
             if scope_type >> 4 != 0 {
                 return Err(malformed("reservation scope is not LU_SCOPE"));
             }
-            let kind = ReservationType::from_code(scope_type & 0x0f).ok_or(malformed("unknown reservation type"))?;
+            let kind = ReservationType::from_code(scope_type & 0x0f)
+                .ok_or(malformed("unknown reservation type"))?;
             Ok(ReservationStatus {
                 generation,
                 reservation: Some((ReservationKey(key), kind)),
@@ -334,7 +356,14 @@ mod tests {
         s[7] = 10;
         s[12] = 0x21;
         let sense = Sense::decode(&s).unwrap();
-        assert_eq!(sense, Sense { key: SenseKey::IllegalRequest, asc: 0x21, ascq: 0 });
+        assert_eq!(
+            sense,
+            Sense {
+                key: SenseKey::IllegalRequest,
+                asc: 0x21,
+                ascq: 0
+            }
+        );
         assert_eq!(sense.to_string(), "IllegalRequest asc/ascq 0x21/0x00");
 
         // Truncated after the sense key: no ASC given.
@@ -345,7 +374,14 @@ mod tests {
     fn descriptor_format_sense() {
         // UNIT ATTENTION, RESERVATIONS PREEMPTED 2Ah/03h.
         let s = [0x72, 0x06, 0x2a, 0x03, 0, 0, 0, 0];
-        assert_eq!(Sense::decode(&s).unwrap(), Sense { key: SenseKey::UnitAttention, asc: 0x2a, ascq: 0x03 });
+        assert_eq!(
+            Sense::decode(&s).unwrap(),
+            Sense {
+                key: SenseKey::UnitAttention,
+                asc: 0x2a,
+                ascq: 0x03
+            }
+        );
         assert_eq!(Sense::decode(&s[..3]), None);
     }
 
@@ -364,8 +400,15 @@ mod tests {
         s[2] = 0x06;
         s[12] = 0x29;
         d.extend_from_slice(&s);
-        assert_eq!(Sense::from_response_data(&d).unwrap().key, SenseKey::UnitAttention);
-        assert_eq!(Sense::from_response_data(&d[..10]), None, "length prefix exceeds the data");
+        assert_eq!(
+            Sense::from_response_data(&d).unwrap().key,
+            SenseKey::UnitAttention
+        );
+        assert_eq!(
+            Sense::from_response_data(&d[..10]),
+            None,
+            "length prefix exceeds the data"
+        );
         assert_eq!(Sense::from_response_data(&[0]), None);
     }
 
@@ -374,12 +417,19 @@ mod tests {
         assert_eq!(SenseKey::from_u8(0x0b), SenseKey::AbortedCommand);
         assert_eq!(SenseKey::from_u8(0x0c), SenseKey::Reserved);
         assert_eq!(SenseKey::from_u8(0x0e), SenseKey::Miscompare);
-        assert_eq!(SenseKey::from_u8(0xf7), SenseKey::DataProtect, "upper nibble ignored");
+        assert_eq!(
+            SenseKey::from_u8(0xf7),
+            SenseKey::DataProtect,
+            "upper nibble ignored"
+        );
     }
 
     #[test]
     fn status_display() {
-        assert_eq!(ScsiStatus::RESERVATION_CONFLICT.to_string(), "RESERVATION CONFLICT (0x18)");
+        assert_eq!(
+            ScsiStatus::RESERVATION_CONFLICT.to_string(),
+            "RESERVATION CONFLICT (0x18)"
+        );
         assert_eq!(ScsiStatus(0x22).to_string(), "status 0x22");
     }
 
@@ -388,7 +438,13 @@ mod tests {
         let mut d = [0u8; 32];
         d[..8].copy_from_slice(&(2_097_151u64).to_be_bytes());
         d[8..12].copy_from_slice(&512u32.to_be_bytes());
-        assert_eq!(Capacity::decode(&d).unwrap(), Capacity { block_size: 512, blocks: 2_097_152 });
+        assert_eq!(
+            Capacity::decode(&d).unwrap(),
+            Capacity {
+                block_size: 512,
+                blocks: 2_097_152
+            }
+        );
         assert!(Capacity::decode(&d[..11]).is_err());
         d[8..12].fill(0);
         assert!(Capacity::decode(&d).is_err());
@@ -399,11 +455,19 @@ mod tests {
         let mut d = vec![0, 0, 0, 7, 0, 0, 0, 16];
         d.extend_from_slice(&0x1122_3344_5566_7788u64.to_be_bytes());
         d.extend_from_slice(&1u64.to_be_bytes());
-        let PrIn::Complete(k) = decode_read_keys(&d).unwrap() else { panic!("complete") };
+        let PrIn::Complete(k) = decode_read_keys(&d).unwrap() else {
+            panic!("complete")
+        };
         assert_eq!(k.generation, 7);
-        assert_eq!(k.keys, vec![ReservationKey(0x1122_3344_5566_7788), ReservationKey(1)]);
+        assert_eq!(
+            k.keys,
+            vec![ReservationKey(0x1122_3344_5566_7788), ReservationKey(1)]
+        );
 
-        assert!(matches!(decode_read_keys(&d[..16]).unwrap(), PrIn::NeedsBytes(24)));
+        assert!(matches!(
+            decode_read_keys(&d[..16]).unwrap(),
+            PrIn::NeedsBytes(24)
+        ));
         assert!(decode_read_keys(&d[..7]).is_err());
         d[7] = 12;
         assert!(decode_read_keys(&d).is_err(), "not a multiple of 8");
@@ -412,13 +476,25 @@ mod tests {
     #[test]
     fn read_reservation() {
         let none = decode_read_reservation(&[0, 0, 0, 3, 0, 0, 0, 0]).unwrap();
-        assert_eq!(none, ReservationStatus { generation: 3, reservation: None });
+        assert_eq!(
+            none,
+            ReservationStatus {
+                generation: 3,
+                reservation: None
+            }
+        );
 
         let mut d = vec![0, 0, 0, 4, 0, 0, 0, 16];
         d.extend_from_slice(&0xabcdu64.to_be_bytes());
         d.extend_from_slice(&[0, 0, 0, 0, 0, 0x05, 0, 0]);
         let r = decode_read_reservation(&d).unwrap();
-        assert_eq!(r.reservation, Some((ReservationKey(0xabcd), ReservationType::WriteExclusiveRegistrantsOnly)));
+        assert_eq!(
+            r.reservation,
+            Some((
+                ReservationKey(0xabcd),
+                ReservationType::WriteExclusiveRegistrantsOnly
+            ))
+        );
 
         d[21] = 0x15;
         assert!(decode_read_reservation(&d).is_err(), "scope must be LU");

@@ -97,7 +97,9 @@ impl Task {
         unsafe {
             let datain = &(*self.task.as_ptr()).datain;
             match usize::try_from(datain.size) {
-                Ok(len) if len > 0 && !datain.data.is_null() => std::slice::from_raw_parts(datain.data, len),
+                Ok(len) if len > 0 && !datain.data.is_null() => {
+                    std::slice::from_raw_parts(datain.data, len)
+                }
                 _ => &[],
             }
         }
@@ -143,14 +145,22 @@ impl Session {
             message,
         };
         let cstring = |what: &str, s: &str| {
-            CString::new(s).map_err(|_| Error::InvalidArgument(format!("{what} contains a NUL byte")))
+            CString::new(s)
+                .map_err(|_| Error::InvalidArgument(format!("{what} contains a NUL byte")))
         };
         let initiator = cstring("initiator name", &options.initiator_name)?;
         let target = cstring("target name", &url.target)?;
         let portal = cstring("portal", &url.portal)?;
-        let alias = options.alias.as_deref().map(|a| cstring("alias", a)).transpose()?;
+        let alias = options
+            .alias
+            .as_deref()
+            .map(|a| cstring("alias", a))
+            .transpose()?;
         let chap = match &url.chap {
-            Some(c) => Some((cstring("CHAP user", &c.user)?, cstring("CHAP secret", &c.secret)?)),
+            Some(c) => Some((
+                cstring("CHAP user", &c.user)?,
+                cstring("CHAP secret", &c.secret)?,
+            )),
             None => None,
         };
 
@@ -192,9 +202,15 @@ impl Session {
             }
             if let Some(isid) = options.isid {
                 rc |= match isid.setter() {
-                    IsidSetter::Oui { oui, qualifier } => sys::iscsi_set_isid_oui(c, oui, qualifier),
-                    IsidSetter::EnterpriseNumber { en, qualifier } => sys::iscsi_set_isid_en(c, en, qualifier),
-                    IsidSetter::Random { random, qualifier } => sys::iscsi_set_isid_random(c, random, qualifier),
+                    IsidSetter::Oui { oui, qualifier } => {
+                        sys::iscsi_set_isid_oui(c, oui, qualifier)
+                    }
+                    IsidSetter::EnterpriseNumber { en, qualifier } => {
+                        sys::iscsi_set_isid_en(c, en, qualifier)
+                    }
+                    IsidSetter::Random { random, qualifier } => {
+                        sys::iscsi_set_isid_random(c, random, qualifier)
+                    }
                 };
             }
             sys::iscsi_set_noautoreconnect(c, 1);
@@ -228,7 +244,10 @@ impl Session {
             }
             Err(WaitError::Timeout) => {
                 session.failed = Some("login timed out".into());
-                Err(connect_err(format!("no login response within {:?}", session.timeout)))
+                Err(connect_err(format!(
+                    "no login response within {:?}",
+                    session.timeout
+                )))
             }
         }
     }
@@ -244,11 +263,18 @@ impl Session {
         &mut self,
         command: &'static str,
         mut data_out: Option<Vec<u8>>,
-        submit: impl FnOnce(*mut sys::iscsi_context, sys::iscsi_command_cb, *mut c_void, *mut u8) -> *mut sys::scsi_task,
+        submit: impl FnOnce(
+            *mut sys::iscsi_context,
+            sys::iscsi_command_cb,
+            *mut c_void,
+            *mut u8,
+        ) -> *mut sys::scsi_task,
     ) -> Result<Task, Error> {
         self.check_usable()?;
         self.reset_completion();
-        let out_ptr = data_out.as_mut().map_or(std::ptr::null_mut(), |d| d.as_mut_ptr());
+        let out_ptr = data_out
+            .as_mut()
+            .map_or(std::ptr::null_mut(), |d| d.as_mut_ptr());
         let raw = submit(
             self.ctx.as_ptr(),
             Some(on_complete),
@@ -284,7 +310,12 @@ impl Session {
     ) -> Result<(), Error> {
         self.check_usable()?;
         self.reset_completion();
-        if submit(self.ctx.as_ptr(), Some(on_tmf_complete), self.completion.as_ptr().cast()) != 0 {
+        if submit(
+            self.ctx.as_ptr(),
+            Some(on_tmf_complete),
+            self.completion.as_ptr().cast(),
+        ) != 0
+        {
             return Err(Error::Transport {
                 command: function,
                 message: format!("could not queue the request: {}", self.last_error()),
@@ -309,7 +340,12 @@ impl Session {
         }
     }
 
-    fn scsi_result(&mut self, command: &'static str, status: c_int, task: Task) -> Result<Task, Error> {
+    fn scsi_result(
+        &mut self,
+        command: &'static str,
+        status: c_int,
+        task: Task,
+    ) -> Result<Task, Error> {
         match u8::try_from(status) {
             Ok(0) => Ok(task),
             Ok(status) => {
@@ -319,7 +355,11 @@ impl Session {
                 } else {
                     None
                 };
-                Err(Error::Scsi { command, status, sense })
+                Err(Error::Scsi {
+                    command,
+                    status,
+                    sense,
+                })
             }
             // libiscsi's out-of-band codes: the command never completed on the
             // wire (cancelled because the connection dropped, or an error).
@@ -344,7 +384,9 @@ impl Session {
 
     fn check_usable(&self) -> Result<(), Error> {
         match &self.failed {
-            Some(reason) => Err(Error::NotConnected { reason: reason.clone() }),
+            Some(reason) => Err(Error::NotConnected {
+                reason: reason.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -456,7 +498,9 @@ impl Drop for Session {
             // Best effort: a clean logout ends the I_T nexus promptly on the
             // target (RFC 7143 §6.3.6); if it fails the target times us out.
             // SAFETY: live, logged-in context; callback contract as above.
-            let rc = unsafe { sys::iscsi_logout_async(ctx, Some(on_complete), self.completion.as_ptr().cast()) };
+            let rc = unsafe {
+                sys::iscsi_logout_async(ctx, Some(on_complete), self.completion.as_ptr().cast())
+            };
             if rc == 0 {
                 let _ = self.wait_for(LOGOUT_TIMEOUT);
             }
@@ -496,14 +540,37 @@ mod tests {
             unsafe {
                 let theirs = sys::iscsi_parse_full_url(ctx, c_url.as_ptr());
                 assert!(!theirs.is_null(), "libiscsi rejected {url}");
-                let field = |f: &[std::ffi::c_char]| CStr::from_ptr(f.as_ptr()).to_str().unwrap().to_owned();
-                assert_eq!(field(&(*theirs).portal), ours.portal, "{url}");
+                let field = |f: &[std::ffi::c_char]| {
+                    CStr::from_ptr(f.as_ptr()).to_str().unwrap().to_owned()
+                };
+                // libiscsi leaves the default port implicit; ours spells it out.
+                let portal = field(&(*theirs).portal);
+                let portal = if portal.ends_with(']') || !portal.contains(':') {
+                    format!("{portal}:3260")
+                } else {
+                    portal
+                };
+                assert_eq!(portal, ours.portal, "{url}");
                 assert_eq!(field(&(*theirs).target), ours.target, "{url}");
                 assert_eq!((*theirs).lun, c_int::from(ours.lun), "{url}");
                 let user = field(&(*theirs).user);
-                assert_eq!(user, ours.chap.as_ref().map(|c| c.user.clone()).unwrap_or_default(), "{url}");
+                assert_eq!(
+                    user,
+                    ours.chap
+                        .as_ref()
+                        .map(|c| c.user.clone())
+                        .unwrap_or_default(),
+                    "{url}"
+                );
                 let secret = field(&(*theirs).passwd);
-                assert_eq!(secret, ours.chap.as_ref().map(|c| c.secret.clone()).unwrap_or_default(), "{url}");
+                assert_eq!(
+                    secret,
+                    ours.chap
+                        .as_ref()
+                        .map(|c| c.secret.clone())
+                        .unwrap_or_default(),
+                    "{url}"
+                );
                 sys::iscsi_destroy_url(theirs);
             }
         }

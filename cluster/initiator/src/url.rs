@@ -30,7 +30,10 @@ pub struct Chap {
 
 impl fmt::Debug for Chap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Chap").field("user", &self.user).field("secret", &"<redacted>").finish()
+        f.debug_struct("Chap")
+            .field("user", &self.user)
+            .field("secret", &"<redacted>")
+            .finish()
     }
 }
 
@@ -50,11 +53,17 @@ impl TargetUrl {
             url: redact(url),
             reason,
         };
-        let rest = url.strip_prefix("iscsi://").ok_or(bad("must start with iscsi://"))?;
+        let rest = url
+            .strip_prefix("iscsi://")
+            .ok_or(bad("must start with iscsi://"))?;
         if rest.contains('?') || rest.contains('#') {
-            return Err(bad("query parameters are not supported; use ConnectOptions"));
+            return Err(bad(
+                "query parameters are not supported; use ConnectOptions",
+            ));
         }
-        let (authority, path) = rest.split_once('/').ok_or(bad("missing /<target-iqn>/<lun>"))?;
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or(bad("missing /<target-iqn>/<lun>"))?;
 
         // Credentials end at the last '@' so a secret may contain '@'.
         let (userinfo, hostport) = match authority.rsplit_once('@') {
@@ -64,7 +73,9 @@ impl TargetUrl {
         let chap = match userinfo {
             None => None,
             Some(u) => {
-                let (user, secret) = u.split_once('%').ok_or(bad("credentials must be user%secret"))?;
+                let (user, secret) = u
+                    .split_once('%')
+                    .ok_or(bad("credentials must be user%secret"))?;
                 if user.is_empty() || secret.is_empty() {
                     return Err(bad("empty CHAP user or secret"));
                 }
@@ -80,7 +91,9 @@ impl TargetUrl {
             return Err(bad("empty host"));
         }
 
-        let (target, lun) = path.rsplit_once('/').ok_or(bad("missing /<lun> after the target name"))?;
+        let (target, lun) = path
+            .rsplit_once('/')
+            .ok_or(bad("missing /<lun> after the target name"))?;
         if target.is_empty() {
             return Err(bad("empty target name"));
         }
@@ -89,19 +102,28 @@ impl TargetUrl {
         }
         // SAM-5 flat-space LUNs used by iSCSI targets here fit 14 bits; libiscsi
         // takes an int, and no Reservoir target exports more than 16384 LUs.
-        let lun: u16 = lun.parse().map_err(|_| bad("LUN must be a decimal number"))?;
+        let lun: u16 = lun
+            .parse()
+            .map_err(|_| bad("LUN must be a decimal number"))?;
         if lun >= 1 << 14 {
             return Err(bad("LUN must be below 16384"));
         }
 
         let portal = format!("{host}:{port}");
-        let too_long = [portal.as_str(), target].iter().any(|s| s.len() > MAX_FIELD)
-            || chap.as_ref().is_some_and(|c| c.user.len() > MAX_FIELD || c.secret.len() > MAX_FIELD);
+        let too_long = [portal.as_str(), target]
+            .iter()
+            .any(|s| s.len() > MAX_FIELD)
+            || chap
+                .as_ref()
+                .is_some_and(|c| c.user.len() > MAX_FIELD || c.secret.len() > MAX_FIELD);
         if too_long {
             return Err(bad("a field is longer than libiscsi's 255-byte limit"));
         }
-        let nul = portal.contains('\0') || target.contains('\0')
-            || chap.as_ref().is_some_and(|c| c.user.contains('\0') || c.secret.contains('\0'));
+        let nul = portal.contains('\0')
+            || target.contains('\0')
+            || chap
+                .as_ref()
+                .is_some_and(|c| c.user.contains('\0') || c.secret.contains('\0'));
         if nul {
             return Err(bad("contains a NUL byte"));
         }
@@ -148,7 +170,9 @@ fn parse_port(p: &str) -> Option<u16> {
 /// The URL with any `user%secret@` part replaced, safe to put in an error.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}<credentials>{}", &url[..scheme + 3], &url[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}<credentials>{}", &url[..scheme + 3], &url[at..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -168,14 +192,20 @@ mod tests {
         assert_eq!(u.target, "iqn.2026-11.io.reservoir.peer:tgt");
         assert_eq!(u.lun, 1);
         assert_eq!(u.chap, None);
-        assert_eq!(u.to_string(), "iscsi://127.0.0.1:3261/iqn.2026-11.io.reservoir.peer:tgt/1");
+        assert_eq!(
+            u.to_string(),
+            "iscsi://127.0.0.1:3261/iqn.2026-11.io.reservoir.peer:tgt/1"
+        );
     }
 
     #[test]
     fn default_port_and_ipv6() {
         assert_eq!(ok("iscsi://host/iqn.x:y/0").portal, "host:3260");
         assert_eq!(ok("iscsi://[::1]/iqn.x:y/0").portal, "[::1]:3260");
-        assert_eq!(ok("iscsi://[fe80::1]:3262/iqn.x:y/3").portal, "[fe80::1]:3262");
+        assert_eq!(
+            ok("iscsi://[fe80::1]:3262/iqn.x:y/3").portal,
+            "[fe80::1]:3262"
+        );
     }
 
     #[test]

@@ -79,7 +79,8 @@ impl Common {
         let mut options = ConnectOptions::new(&self.initiator_name);
         options.isid = self.isid;
         options.timeout = Duration::from_secs(self.timeout);
-        Initiator::connect(&self.url, options).with_context(|| format!("connecting to {}", self.url))
+        Initiator::connect(&self.url, options)
+            .with_context(|| format!("connecting to {}", self.url))
     }
 }
 
@@ -95,24 +96,41 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Write { common, lba, blocks, seed, fua } => {
+        Command::Write {
+            common,
+            lba,
+            blocks,
+            seed,
+            fua,
+        } => {
             let mut lu = common.connect()?;
             let block_size = lu.read_capacity()?.block_size;
             let pattern = Pattern::new(seed);
             for (at, n) in chunks(lba, blocks, common.chunk)? {
                 let mut buf = vec![0u8; n as usize * block_size as usize];
                 pattern.fill(at, block_size as usize, &mut buf);
-                lu.write(at, &buf, block_size, fua).with_context(|| format!("writing {n} blocks at LBA {at}"))?;
+                lu.write(at, &buf, block_size, fua)
+                    .with_context(|| format!("writing {n} blocks at LBA {at}"))?;
             }
-            println!("wrote {blocks} blocks at LBA {lba} with pattern {seed}{}", if fua { " (FUA)" } else { "" });
+            println!(
+                "wrote {blocks} blocks at LBA {lba} with pattern {seed}{}",
+                if fua { " (FUA)" } else { "" }
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Read { common, lba, blocks, seed } => {
+        Command::Read {
+            common,
+            lba,
+            blocks,
+            seed,
+        } => {
             let mut lu = common.connect()?;
             let block_size = lu.read_capacity()?.block_size;
             let pattern = Pattern::new(seed);
             for (at, n) in chunks(lba, blocks, common.chunk)? {
-                let data = lu.read(at, n, block_size).with_context(|| format!("reading {n} blocks at LBA {at}"))?;
+                let data = lu
+                    .read(at, n, block_size)
+                    .with_context(|| format!("reading {n} blocks at LBA {at}"))?;
                 if let Some(bad) = pattern.first_mismatch(at, block_size as usize, &data) {
                     let off = (bad - at) as usize * block_size as usize;
                     let block = &data[off..off + block_size as usize];
@@ -138,8 +156,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Splits [lba, lba+blocks) into commands of at most `chunk` blocks.
 fn chunks(lba: u64, blocks: u32, chunk: u32) -> Result<Vec<(u64, u32)>> {
-    anyhow::ensure!(blocks > 0 && chunk > 0, "--blocks and --chunk must be positive");
-    lba.checked_add(u64::from(blocks)).context("LBA range overflows")?;
+    anyhow::ensure!(
+        blocks > 0 && chunk > 0,
+        "--blocks and --chunk must be positive"
+    );
+    lba.checked_add(u64::from(blocks))
+        .context("LBA range overflows")?;
     Ok((0..blocks)
         .step_by(chunk as usize)
         .map(|off| (lba + u64::from(off), chunk.min(blocks - off)))
