@@ -1,4 +1,4 @@
-//! Block commands (SBC-4 5): READ, WRITE, WRITE AND VERIFY, VERIFY, ORWRITE,
+//! Block commands (SBC-4): READ, WRITE, WRITE AND VERIFY, VERIFY, ORWRITE,
 //! COMPARE AND WRITE, SYNCHRONIZE CACHE, PRE-FETCH, READ CAPACITY.
 
 use reservoir_bdev::{BdevError, Durability, ErrorKind, Lba};
@@ -7,7 +7,7 @@ use crate::cdb::{ByteCheck, Extent};
 use crate::lun::Lun;
 use crate::sense::SenseReason;
 
-/// Maps a bdev failure to sense data (SBC-4 4.18).
+/// Maps a bdev failure to sense data (SBC-4, medium errors).
 pub(crate) fn medium_error(e: &BdevError, reading: bool) -> SenseReason {
     match e.kind() {
         ErrorKind::OutOfRange => SenseReason::LbaOutOfRange,
@@ -23,7 +23,7 @@ pub(crate) fn medium_error(e: &BdevError, reading: bool) -> SenseReason {
     }
 }
 
-/// SBC-4 4.5: an LBA past the last one, or a range reaching past it, is
+/// SBC-4: an LBA past the last one, or a range reaching past it, is
 /// LOGICAL BLOCK ADDRESS OUT OF RANGE, also for a transfer of zero blocks.
 pub(crate) fn check_range(lun: &Lun, extent: Extent) -> Result<(), SenseReason> {
     let capacity = lun.geometry().block_count.0;
@@ -56,7 +56,7 @@ pub(crate) fn data_out(data: &[u8], bytes: usize) -> Result<&[u8], SenseReason> 
 /// The part of a write's extent that data-out covers. When the transport's
 /// expected data transfer length is below the CDB's, only the whole blocks
 /// that arrived are written and the command succeeds; the transport reports
-/// the rest as residual overflow (RFC 7143 11.4.5.2; libiscsi's
+/// the rest as residual overflow (RFC 7143, Residual Count; libiscsi's
 /// WRITE residuals tests expect exactly this).
 fn received(lun: &Lun, extent: Extent, data: &[u8]) -> (Extent, usize) {
     let bs = block_size(lun);
@@ -114,7 +114,7 @@ pub(crate) fn write_and_verify(
     }
     let data = &data[..bytes];
     let _guard = lun.range_lock.shared(extent);
-    // Verification is of the medium, so the write must reach it (SBC-4 5.41).
+    // Verification is of the medium, so the write must reach it (SBC-4, WRITE AND VERIFY).
     write_from(lun, extent.lba, data, Durability::Fua)?;
     let mut back = vec![0u8; data.len()];
     read_into(lun, extent.lba, &mut back)?;
@@ -213,7 +213,7 @@ pub(crate) fn compare_and_write(
 }
 
 /// SYNCHRONIZE CACHE and PRE-FETCH: NUMBER OF LOGICAL BLOCKS 0 means "to the
-/// end of the medium" (SBC-4 5.28, 5.10).
+/// end of the medium" (SBC-4, SYNCHRONIZE CACHE and PRE-FETCH).
 fn check_range_to_end(lun: &Lun, extent: Extent) -> Result<(), SenseReason> {
     if extent.blocks == 0 {
         if extent.lba.0 < lun.geometry().block_count.0 {
@@ -230,7 +230,7 @@ pub(crate) fn synchronize_cache(lun: &Lun, extent: Extent) -> Result<(), SenseRe
 }
 
 /// PRE-FETCH: nothing to stage, the bdev has no separate read cache; GOOD
-/// rather than CONDITION MET tells the initiator so (SBC-4 5.10).
+/// rather than CONDITION MET tells the initiator so (SBC-4, PRE-FETCH).
 pub(crate) fn pre_fetch(lun: &Lun, extent: Extent) -> Result<(), SenseReason> {
     check_range_to_end(lun, extent)
 }
@@ -238,7 +238,7 @@ pub(crate) fn pre_fetch(lun: &Lun, extent: Extent) -> Result<(), SenseReason> {
 pub(crate) fn read_capacity_10(lun: &Lun) -> Vec<u8> {
     let g = lun.geometry();
     let last = g.block_count.0.saturating_sub(1);
-    // 0xFFFFFFFF tells the initiator to use READ CAPACITY(16) (SBC-4 5.20.2).
+    // 0xFFFFFFFF tells the initiator to use READ CAPACITY(16) (SBC-4, READ CAPACITY(10)).
     let last = u32::try_from(last).unwrap_or(u32::MAX);
     let mut d = last.to_be_bytes().to_vec();
     d.extend_from_slice(&g.block_size.bytes().to_be_bytes());

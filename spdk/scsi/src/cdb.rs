@@ -1,4 +1,4 @@
-//! CDB decoding: bytes become a [`Cdb`] once, at the edge (SPC-4 4.2, SBC-4 5).
+//! CDB decoding: bytes become a [`Cdb`] once, at the edge (SPC-4, SBC-4).
 //!
 //! Parsing checks everything that depends only on the CDB and the block
 //! size: supported opcode, reserved bits (against the usage map in
@@ -60,7 +60,7 @@ pub(crate) struct Extent {
     pub blocks: u64,
 }
 
-/// BYTCHK of VERIFY and WRITE AND VERIFY (SBC-4 5.34).
+/// BYTCHK of VERIFY and WRITE AND VERIFY (SBC-4, VERIFY).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ByteCheck {
     /// Medium verification only.
@@ -79,7 +79,7 @@ pub(crate) struct OpcodeQuery {
     pub service_action: u16,
 }
 
-/// MODE SENSE page control (SPC-4 6.11.1).
+/// MODE SENSE page control (SPC-4, MODE SENSE(6)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PageControl {
     Current,
@@ -195,7 +195,7 @@ pub(crate) enum Cdb {
 
 impl Cdb {
     /// Commands a pending unit attention neither blocks nor clears
-    /// (SAM-5 5.14; SPC-4 7.1 for REQUEST SENSE, which reports it instead).
+    /// (SAM-5, unit attention conditions; REQUEST SENSE reports it instead).
     pub(crate) fn passes_unit_attention(&self) -> bool {
         matches!(
             self,
@@ -205,7 +205,7 @@ impl Cdb {
 }
 
 /// INQUIRY, REPORT LUNS and REQUEST SENSE may be addressed to a LUN that
-/// does not exist (SPC-4 6.6.2, 6.33, 6.39); their CDB errors are reported
+/// does not exist (SPC-4: INQUIRY, REPORT LUNS, REQUEST SENSE); their CDB errors are reported
 /// as such rather than as LOGICAL UNIT NOT SUPPORTED.
 pub(crate) fn valid_without_lun(opcode: u8) -> bool {
     matches!(opcode, 0x03 | 0x12 | 0xA0)
@@ -221,7 +221,7 @@ fn invalid(byte: u16, bit: u8) -> SenseReason {
 
 /// The protection field (RDPROTECT, WRPROTECT, VRPROTECT, ORPROTECT) in bits
 /// 7..5 of byte 1 must be zero: the LUN has no protection information
-/// (SBC-4 4.22, PROTECT=0 in standard INQUIRY).
+/// (SBC-4, protection information; PROTECT=0 in standard INQUIRY).
 fn no_protection(cdb: &[u8]) -> Result<(), SenseReason> {
     if cdb[1] & 0xE0 != 0 {
         return Err(invalid(1, 7));
@@ -239,7 +239,7 @@ fn length_field(opcode: u8) -> u16 {
     }
 }
 
-/// LBA and transfer length at their group's standard offsets (SBC-4 4.2.2).
+/// LBA and transfer length at their group's standard offsets (SBC-4).
 fn extent(cdb: &[u8]) -> Extent {
     let (lba, blocks) = match cdb[0] >> 5 {
         0 => {
@@ -265,7 +265,7 @@ fn byte_check(cdb: &[u8], write_and_verify: bool) -> Result<ByteCheck, SenseReas
     match (cdb[1] >> 1) & 0x03 {
         0 => Ok(ByteCheck::None),
         1 => Ok(ByteCheck::Full),
-        // SBC-4 table 65: 11b is defined for VERIFY only.
+        // SBC-4: BYTCHK 11b is defined for VERIFY only.
         3 if !write_and_verify => Ok(ByteCheck::OneBlock),
         _ => Err(invalid(1, 2)),
     }
@@ -326,7 +326,7 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
     let blocks_field = length_field(opcode);
     let max_blocks = limits::max_transfer_blocks(block_size);
     let bounded = |e: Extent| -> Result<Extent, SenseReason> {
-        // SBC-4 6.6.4: a transfer over MAXIMUM TRANSFER LENGTH is an invalid field.
+        // SBC-4, Block Limits VPD page: a transfer over MAXIMUM TRANSFER LENGTH is an invalid field.
         if e.blocks > max_blocks {
             return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(
                 blocks_field,
@@ -338,7 +338,7 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
     let parsed = match opcode {
         0x00 => (Cdb::TestUnitReady, Transfer::NONE),
         0x03 => {
-            // Descriptor-format sense data is not supported (SPC-4 6.39).
+            // Descriptor-format sense data is not supported (SPC-4, REQUEST SENSE).
             if cdb[1] & 0x01 != 0 {
                 return Err(invalid(1, 0));
             }
@@ -395,7 +395,7 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
         0x89 => {
             no_protection(cdb)?;
             let blocks = cdb[13];
-            // SBC-4 5.3: over MAXIMUM COMPARE AND WRITE LENGTH is an invalid field.
+            // SBC-4 5.3 (COMPARE AND WRITE): over MAXIMUM COMPARE AND WRITE LENGTH is an invalid field.
             if blocks > limits::MAX_COMPARE_AND_WRITE_BLOCKS {
                 return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(13)));
             }
@@ -410,7 +410,7 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
         }
         0x41 | 0x93 => {
             no_protection(cdb)?;
-            // ANCHOR: anchored blocks are not supported (ANC_SUP=0, SBC-4 6.6.5).
+            // ANCHOR: anchored blocks are not supported (ANC_SUP=0 in the Logical Block Provisioning VPD page).
             if cdb[1] & 0x10 != 0 {
                 return Err(invalid(1, 4));
             }
@@ -459,7 +459,7 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
         ),
         0x12 => {
             let evpd = cdb[1] & 0x01 != 0;
-            // SPC-4 6.6.1: PAGE CODE must be zero when EVPD is zero.
+            // SPC-4, INQUIRY: PAGE CODE must be zero when EVPD is zero.
             if !evpd && cdb[2] != 0 {
                 return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(2)));
             }
@@ -475,7 +475,7 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
         }
         0xA0 => {
             let alloc = be(&cdb[6..10]) as u32;
-            // SPC-4 6.33: ALLOCATION LENGTH below 16 is an invalid field.
+            // SPC-4, REPORT LUNS: ALLOCATION LENGTH below 16 is an invalid field.
             if alloc < 16 {
                 return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(6)));
             }
@@ -491,7 +491,7 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
             )
         }
         0x25 => {
-            // SBC-3 5.15: with PMI zero the LBA field must be zero.
+            // SBC-3, READ CAPACITY(10): with PMI zero the LBA field must be zero.
             if cdb[8] & 0x01 == 0 && be(&cdb[2..6]) != 0 {
                 return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(2)));
             }
@@ -543,7 +543,7 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
         }
         0x15 | 0x55 => {
             let ten = opcode == 0x55;
-            // SPC-4 6.9: saving pages is not supported, so SP=1 is invalid.
+            // SPC-4, MODE SELECT(6): saving pages is not supported, so SP=1 is invalid.
             if cdb[1] & 0x01 != 0 {
                 return Err(invalid(1, 0));
             }
@@ -581,7 +581,7 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
                     Transfer::data_in(alloc.into()),
                 )
             } else {
-                // SPC-4 6.36: ALLOCATION LENGTH below 4 is an invalid field.
+                // SPC-4, REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS: ALLOCATION LENGTH below 4 is an invalid field.
                 if alloc < 4 {
                     return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(6)));
                 }

@@ -23,7 +23,7 @@ pub struct Device {
 }
 
 /// LUN 0..=255 use peripheral device addressing, larger ones flat space
-/// addressing (SAM-5 4.7.7); LUNs above 16383 cannot be expressed in one level.
+/// addressing (SAM-5, LUN addressing); LUNs above 16383 cannot be expressed in one level.
 pub fn encode_lun(lun: u64) -> [u8; 8] {
     let mut out = [0u8; 8];
     if lun < 256 {
@@ -94,7 +94,7 @@ impl Device {
             None => self.execute_without_lun(cdb, data_in),
             Some(lun) => self.execute_on_lun(lun, nexus, command.lun(), cdb, data_out, data_in),
         };
-        // Allocation-length truncation (SPC-4 4.2.5.6).
+        // Allocation-length truncation (SPC-4, allocation length).
         if data_in.len() as u64 > limit {
             data_in.truncate(limit as usize);
         }
@@ -114,7 +114,7 @@ impl Device {
     ) -> Result<Completion, SenseReason> {
         match cdb {
             Cdb::ReportLuns { select, .. } => *data_in = self.report_luns(*select),
-            // SPC-4 6.39: sense data LOGICAL UNIT NOT SUPPORTED, status GOOD.
+            // SPC-4, REQUEST SENSE: sense data LOGICAL UNIT NOT SUPPORTED, status GOOD.
             Cdb::RequestSense { .. } => {
                 *data_in = Sense::new(SenseReason::LunNotSupported).to_fixed_bytes()
             }
@@ -133,7 +133,7 @@ impl Device {
         data_out: &[u8],
         data_in: &mut Vec<u8>,
     ) -> Result<Completion, SenseReason> {
-        // 1. Unit attention (SAM-5 5.14).
+        // 1. Unit attention (SAM-5).
         if let Cdb::RequestSense { .. } = cdb {
             let reason = nexus
                 .take_unit_attention(lun_id)
@@ -185,7 +185,7 @@ impl Device {
             Cdb::ModeSense(ms) => *data_in = mode::sense(lun, &ms)?,
             Cdb::ModeSelect(ms) => {
                 if mode::select(lun, &ms, data_out)? {
-                    // SPC-4 5.14: the other nexuses learn of the change.
+                    // SPC-4: the other nexuses learn of the change.
                     lun.events
                         .publish(SenseReason::ModeParametersChanged, Some(nexus.id));
                 }
@@ -207,7 +207,7 @@ impl Device {
         Ok(Completion::good())
     }
 
-    /// REPORT LUNS parameter data (SPC-4 6.33). SELECT REPORT 1 asks for
+    /// REPORT LUNS parameter data (SPC-4). SELECT REPORT 1 asks for
     /// well-known LUNs only, of which there are none.
     fn report_luns(&self, select: u8) -> Vec<u8> {
         let ids: Vec<u64> = if select == 1 {
@@ -224,14 +224,14 @@ impl Device {
         out
     }
 
-    /// LOGICAL UNIT RESET (SAM-5 7.7).
+    /// LOGICAL UNIT RESET (SAM-5).
     pub fn lun_reset(&self, lun: u64, by: &Nexus) -> Result<(), TmfError> {
         let l = self.luns.get(&lun).ok_or(TmfError::NoSuchLun { lun })?;
         l.reset(Some(by.id));
         Ok(())
     }
 
-    /// TARGET RESET (SAM-5 7.9): a logical unit reset of every LUN.
+    /// TARGET RESET: a logical unit reset of every LUN.
     pub fn target_reset(&self, by: &Nexus) {
         for lun in self.luns.values() {
             lun.reset(Some(by.id));

@@ -1,4 +1,4 @@
-//! INQUIRY: standard data (SPC-4 6.6.2) and the VPD pages (SPC-4 7.8, SBC-4 6.6).
+//! INQUIRY: standard data (SPC-4) and the VPD pages (SPC-4, SBC-4).
 
 use crate::cdb::Cdb;
 use crate::limits;
@@ -13,7 +13,7 @@ const REVISION: &[u8; 4] = b"0001";
 const DEVICE_TYPE_DISK: u8 = 0x00;
 /// PERIPHERAL QUALIFIER 011b, DEVICE TYPE 1Fh: no logical unit here.
 const NO_LUN: u8 = 0x7F;
-/// Version descriptors (SPC-4 table 144): SAM-5, SPC-4, SBC-3.
+/// Version descriptors (SPC-4, standard INQUIRY data): SAM-5, SPC-4, SBC-3.
 const VERSION_DESCRIPTORS: [u16; 3] = [0x00A0, 0x0460, 0x04C0];
 const STANDARD_LEN: usize = 96;
 
@@ -48,7 +48,7 @@ fn standard(peripheral: u8) -> Vec<u8> {
     d
 }
 
-/// INQUIRY addressed to a LUN that does not exist (SPC-4 6.6.2).
+/// INQUIRY addressed to a LUN that does not exist (SPC-4, standard INQUIRY data).
 pub(crate) fn no_lun(cdb: &Cdb) -> Result<Vec<u8>, SenseReason> {
     match cdb {
         Cdb::Inquiry { evpd: false, .. } => Ok(standard(NO_LUN)),
@@ -84,7 +84,7 @@ pub(crate) fn inquiry(
     Ok(d)
 }
 
-/// Designation descriptor header (SPC-4 7.8.6.1).
+/// Designation descriptor header (SPC-4, Device Identification VPD page).
 fn designator(out: &mut Vec<u8>, code_set: u8, association: u8, kind: u8, id: &[u8]) {
     out.push(code_set);
     out.push(((association & 0x3) << 4) | (kind & 0x0F));
@@ -104,7 +104,7 @@ fn device_identification(lun: &Lun, port: &TargetPort) -> Vec<u8> {
     let mut out = Vec::new();
     designator(&mut out, BINARY, LU, NAA, &lun.options().identity.naa);
     // SCSI name string: null-terminated, padded to a multiple of four
-    // (SPC-4 7.8.6.11), at most 255 bytes.
+    // (SPC-4, SCSI name string designator), at most 255 bytes.
     let mut name: Vec<u8> = port.name.bytes().take(251).collect();
     name.push(0);
     name.resize(name.len().next_multiple_of(4), 0);
@@ -143,7 +143,7 @@ fn block_limits(lun: &Lun) -> Vec<u8> {
 fn provisioning(lun: &Lun) -> Vec<u8> {
     let mut b = vec![0u8; 4];
     if lun.geometry().thin_provisioned {
-        // LBPU, LBPWS, LBPWS10, LBPRZ=001b (SBC-4 6.6.6).
+        // LBPU, LBPWS, LBPWS10, LBPRZ=001b (SBC-4, Logical Block Provisioning VPD page).
         b[1] = 0x80 | 0x40 | 0x20 | 0x04;
         b[2] = 0x02; // PROVISIONING TYPE: thin
     }

@@ -1,4 +1,4 @@
-//! Limits advertised in the Block Limits VPD page (SBC-4 6.6.4) and enforced
+//! Limits advertised in the Block Limits VPD page (SBC-4) and enforced
 //! when a CDB is parsed. Expressed in bytes so they mean the same amount of
 //! memory for 512- and 4096-byte blocks.
 

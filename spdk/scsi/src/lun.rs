@@ -11,7 +11,7 @@ use crate::range_lock::RangeLock;
 use crate::sense::SenseReason;
 use crate::ua::EventLog;
 
-/// How the appliance names a volume to initiators (SPC-4 7.8.6, 7.8.15).
+/// How the appliance names a volume to initiators (SPC-4: Device Identification and Unit Serial Number VPD pages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LunIdentity {
     /// UNIT SERIAL NUMBER (VPD page 80h), printable ASCII.
@@ -32,7 +32,7 @@ pub struct LunOptions {
 pub struct Lun {
     bdev: Arc<dyn Bdev>,
     options: LunOptions,
-    /// Caching mode page WCE (SBC-4 6.5.5); a LU-wide parameter.
+    /// Caching mode page WCE (SBC-4, Caching mode page); a LU-wide parameter.
     write_cache: AtomicBool,
     pub(crate) events: EventLog,
     /// SPC-2 RESERVE(6/10) holder; 0 when unreserved (nexus ids start at 1).
@@ -62,7 +62,7 @@ impl Lun {
     }
 
     /// Call after the bdev was resized: every nexus gets CAPACITY DATA HAS
-    /// CHANGED (SBC-4 4.11).
+    /// CHANGED (SBC-4).
     pub fn capacity_changed(&self) {
         self.events.publish(SenseReason::CapacityDataChanged, None);
     }
@@ -90,7 +90,7 @@ impl Lun {
     }
 
     /// Durability of a write: FUA as asked, and always with the write cache
-    /// disabled (SBC-4 6.5.5: WCE=0 completes writes on the medium).
+    /// disabled (SBC-4, Caching mode page: WCE=0 completes writes on the medium).
     pub(crate) fn durability(&self, fua: bool) -> Durability {
         if fua || !self.write_cache_enabled() {
             Durability::Fua
@@ -124,7 +124,7 @@ impl Lun {
             .compare_exchange(by.0, 0, Ordering::AcqRel, Ordering::Acquire);
     }
 
-    /// LOGICAL UNIT RESET (SAM-5 6.3.3): SPC-2 reservation released, mode
+    /// LOGICAL UNIT RESET (SAM-5): SPC-2 reservation released, mode
     /// parameters back to their defaults, BUS DEVICE RESET FUNCTION
     /// OCCURRED to every other nexus.
     pub(crate) fn reset(&self, by: Option<NexusId>) {

@@ -1,6 +1,6 @@
-//! MODE SENSE and MODE SELECT (SPC-4 6.9-6.12, 7.5) with the Caching (08h,
-//! SBC-4 6.5.5), Control (0Ah, SPC-4 7.5.8) and Informational Exceptions
-//! Control (1Ch, SPC-4 7.5.11) pages. Nothing is saved: the only changeable
+//! MODE SENSE and MODE SELECT (SPC-4, mode parameters) with the Caching (08h,
+//! SBC-4), Control (0Ah, SPC-4) and Informational Exceptions Control
+//! (1Ch, SPC-4) pages. Nothing is saved: the only changeable
 //! parameter is WCE, and only when the bdev has a volatile cache.
 
 use crate::cdb::{ModeSelect, ModeSense, PageControl};
@@ -74,7 +74,7 @@ pub(crate) fn sense(lun: &Lun, ms: &ModeSense) -> Result<Vec<u8>, SenseReason> {
     let descriptor: Vec<u8> = match (ms.dbd, ms.llbaa) {
         (true, _) => Vec::new(),
         (false, false) => {
-            // Short descriptor: NUMBER OF BLOCKS saturates (SPC-4 7.5.5.2).
+            // Short descriptor: NUMBER OF BLOCKS saturates (SPC-4, short LBA mode parameter block descriptor).
             let mut d = vec![0u8; 8];
             d[0..4].copy_from_slice(&u32::try_from(blocks).unwrap_or(u32::MAX).to_be_bytes());
             d[5..8].copy_from_slice(&bs.to_be_bytes()[1..]);
@@ -87,7 +87,7 @@ pub(crate) fn sense(lun: &Lun, ms: &ModeSense) -> Result<Vec<u8>, SenseReason> {
             d
         }
     };
-    // DEVICE-SPECIFIC PARAMETER: WP and DPOFUA (SBC-4 6.5.1).
+    // DEVICE-SPECIFIC PARAMETER: WP and DPOFUA (SBC-4, mode parameter header).
     let device_specific = if lun.read_only() { 0x80 } else { 0 } | 0x10;
     let mut out = if ms.ten {
         let mut h = vec![0u8; 8];
@@ -168,7 +168,7 @@ pub(crate) fn select(lun: &Lun, ms: &ModeSelect, data: &[u8]) -> Result<bool, Se
     }
     let mut offset = header_len + bd_len;
     if offset < data.len() && !ms.pf {
-        // Vendor-specific (PF=0) page formats are not supported (SPC-4 6.9).
+        // Vendor-specific (PF=0) page formats are not supported (SPC-4, MODE SELECT).
         return Err(SenseReason::InvalidFieldInCdb(FieldPointer::bit(1, 4)));
     }
     let mut write_cache = None;

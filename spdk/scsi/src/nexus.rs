@@ -1,4 +1,4 @@
-//! I_T nexus state (SAM-5 4.7): owned by the session that carries it, so
+//! I_T nexus state (SAM-5): owned by the session that carries it, so
 //! nothing here is shared or locked.
 
 use std::collections::BTreeMap;
@@ -9,11 +9,11 @@ use crate::sense::SenseReason;
 use crate::ua::NexusUa;
 
 /// A target port: for iSCSI, the target name with ",t,0x" and the portal
-/// group tag (RFC 7143 11.1.2); opaque here.
+/// group tag (RFC 7143); opaque here.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TargetPort {
     pub name: String,
-    /// RELATIVE TARGET PORT IDENTIFIER (SPC-4 7.8.6.4); 0 is reserved.
+    /// RELATIVE TARGET PORT IDENTIFIER (SPC-4, Device Identification VPD page); 0 is reserved.
     pub relative_id: u16,
 }
 
@@ -65,7 +65,7 @@ impl Nexus {
     }
 }
 
-/// SPC-2 5.5.1: a reservation is released when its I_T nexus is lost (the
+/// SPC-2: a reservation is released when its I_T nexus is lost (the
 /// session that owned this nexus ended).
 impl Drop for Nexus {
     fn drop(&mut self) {

@@ -1,6 +1,6 @@
 //! The one table of supported commands: opcode, service action and CDB usage
 //! map. `cdb.rs` rejects any bit outside the usage map, so REPORT SUPPORTED
-//! OPERATION CODES (SPC-4 6.35) reports exactly what the parser accepts.
+//! OPERATION CODES (SPC-4) reports exactly what the parser accepts.
 
 use crate::cdb::OpcodeQuery;
 use crate::sense::{FieldPointer, SenseReason};
@@ -104,7 +104,7 @@ pub(crate) fn lookup(cdb: &[u8]) -> Result<&'static OpInfo, SenseReason> {
         OPCODES
             .iter()
             .find(|op| op.opcode == opcode && op.service_action == Some(sa))
-            // SPC-4 4.2.5.1: an unsupported service action is an invalid CDB field.
+            // SPC-4: an unsupported service action is an invalid CDB field.
             .ok_or(SenseReason::InvalidFieldInCdb(FieldPointer::bit(1, 4)))
     } else {
         OPCODES
@@ -131,7 +131,7 @@ pub(crate) fn check_usage(op: &OpInfo, cdb: &[u8]) -> Result<(), SenseReason> {
     Ok(())
 }
 
-/// Command timeouts descriptor (SPC-4 6.35.4): we state no nominal time and
+/// Command timeouts descriptor (SPC-4): we state no nominal time and
 /// recommend 30 s, the default of most initiators.
 const RECOMMENDED_TIMEOUT_SECS: u32 = 30;
 
@@ -142,7 +142,7 @@ fn push_timeouts(out: &mut Vec<u8>) {
     out.extend_from_slice(&RECOMMENDED_TIMEOUT_SECS.to_be_bytes());
 }
 
-/// REPORT SUPPORTED OPERATION CODES parameter data (SPC-4 6.35).
+/// REPORT SUPPORTED OPERATION CODES parameter data (SPC-4).
 pub(crate) fn report_supported_opcodes(
     query: OpcodeQuery,
     thin: bool,
@@ -178,7 +178,7 @@ pub(crate) fn report_supported_opcodes(
         1..=3 => {
             let with_sa = has_service_actions(query.opcode);
             // Option 1 names a command without service actions, option 2 one
-            // with; option 3 either (SPC-4 table 203).
+            // with; option 3 either (SPC-4).
             match query.options {
                 1 if with_sa => return Err(options_field),
                 2 if !with_sa => return Err(options_field),
@@ -210,7 +210,7 @@ pub(crate) fn report_supported_opcodes(
     Ok(out)
 }
 
-/// REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS parameter data (SPC-4 6.36):
+/// REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS parameter data (SPC-4):
 /// ABORT TASK, ABORT TASK SET, CLEAR TASK SET, LOGICAL UNIT RESET, TARGET RESET.
 pub(crate) fn report_supported_tmfs(repd: bool) -> Vec<u8> {
     let mut out = vec![0x80 | 0x40 | 0x10 | 0x08 | 0x02, 0, 0, 0];

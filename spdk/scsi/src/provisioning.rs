@@ -1,4 +1,4 @@
-//! Logical block provisioning (SBC-4 4.7): UNMAP, WRITE SAME, GET LBA STATUS.
+//! Logical block provisioning (SBC-4): UNMAP, WRITE SAME, GET LBA STATUS.
 
 use reservoir_bdev::{BlockCount, Lba, Provisioning};
 
@@ -19,11 +19,11 @@ fn be(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0, |acc, &b| (acc << 8) | u64::from(b))
 }
 
-/// UNMAP (SBC-4 5.32). Every descriptor is validated before any block is
+/// UNMAP (SBC-4). Every descriptor is validated before any block is
 /// deallocated, so a bad list changes nothing.
 pub(crate) fn unmap(lun: &Lun, param_len: u32, data: &[u8]) -> Result<(), SenseReason> {
     if !lun.geometry().thin_provisioned {
-        // LBPU=0 (SBC-4 6.6.6): the command is not supported on this LUN.
+        // LBPU=0 (SBC-4, Logical Block Provisioning VPD page): the command is not supported on this LUN.
         return Err(SenseReason::InvalidOpcode);
     }
     check_writable(lun)?;
@@ -73,7 +73,7 @@ pub(crate) fn unmap(lun: &Lun, param_len: u32, data: &[u8]) -> Result<(), SenseR
     Ok(())
 }
 
-/// WRITE SAME (SBC-4 5.48, 5.50). With UNMAP set on a thin LUN, a block of
+/// WRITE SAME (SBC-4, WRITE SAME(10) and (16)). With UNMAP set on a thin LUN, a block of
 /// zeroes (or NDOB) deallocates instead: LBPRZ=1 makes that read back the
 /// same. Any other block is written.
 pub(crate) fn write_same(lun: &Lun, ws: WriteSame, data: &[u8]) -> Result<(), SenseReason> {
@@ -110,7 +110,7 @@ pub(crate) fn write_same(lun: &Lun, ws: WriteSame, data: &[u8]) -> Result<(), Se
     Ok(())
 }
 
-/// GET LBA STATUS (SBC-4 5.7): descriptors from `lba` onwards, as many as
+/// GET LBA STATUS (SBC-4): descriptors from `lba` onwards, as many as
 /// the allocation length holds (at least one, at most a bounded number).
 pub(crate) fn get_lba_status(lun: &Lun, lba: Lba, alloc: u32) -> Result<Vec<u8>, SenseReason> {
     let capacity = lun.geometry().block_count.0;

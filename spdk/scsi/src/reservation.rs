@@ -15,7 +15,7 @@ pub(crate) enum Gate {
 }
 
 /// Commands another nexus may still send to a LUN reserved with RESERVE
-/// (SPC-2 5.5.1, table 10): the ones that neither touch the medium nor
+/// (SPC-2, reservations): the ones that neither touch the medium nor
 /// change its state. RELEASE is allowed and has no effect.
 fn allowed_under_spc2_reservation(cdb: &Cdb) -> bool {
     matches!(

@@ -3,7 +3,7 @@
 //! Every CHECK CONDITION this crate returns names a [`SenseReason`]; the
 //! sense key and additional sense code come from [`SenseReason::code`] only.
 
-/// SAM-5 5.3.1 status codes.
+/// SAM-5 status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
     Good = 0x00,
@@ -21,7 +21,7 @@ impl Status {
     }
 }
 
-/// SPC-4 table 27.
+/// Sense keys (SPC-4, sense data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SenseKey {
     NoSense = 0x0,
@@ -89,7 +89,7 @@ pub enum SenseReason {
     /// 24h/00h.
     InvalidFieldInCdb(FieldPointer),
     /// 24h/00h without a field pointer: the data-out buffer does not hold
-    /// what the command needs (SBC-4 5.3 for COMPARE AND WRITE).
+    /// what the command needs (COMPARE AND WRITE, SBC-4 5.3).
     DataLengthMismatch,
     /// 25h/00h.
     LunNotSupported,
@@ -197,7 +197,7 @@ impl Sense {
             _ => None,
         };
         if let Some((f, in_cdb)) = field {
-            // SKSV, C/D, BPV and BIT POINTER; then FIELD POINTER (SPC-4 table 49).
+            // SKSV, C/D, BPV and BIT POINTER; then FIELD POINTER (SPC-4 4.5.2.4.2).
             let mut sks = 0x80;
             if in_cdb {
                 sks |= 0x40;

@@ -1,4 +1,4 @@
-//! Unit attentions (SAM-5 5.14) without a lock on the I/O path.
+//! Unit attentions (SAM-5) without a lock on the I/O path.
 //!
 //! LUN-wide events are appended to the LUN's [`EventLog`] and announced by
 //! bumping an `AtomicU64` generation. Each [`NexusUa`] (owned by one
@@ -27,7 +27,7 @@ const LOG_CAPACITY: usize = 64;
 struct Event {
     generation: u64,
     reason: SenseReason,
-    /// The nexus that caused the event is not told about it (SPC-4 5.14,
+    /// The nexus that caused the event is not told about it (SPC-4,
     /// e.g. MODE PARAMETERS CHANGED goes to the *other* nexuses).
     except: Option<NexusId>,
 }
@@ -69,7 +69,7 @@ pub(crate) struct NexusUa {
 
 impl NexusUa {
     /// A new I_T nexus starts with POWER ON, RESET, OR BUS DEVICE RESET
-    /// OCCURRED pending (SAM-5 6.3.3).
+    /// OCCURRED pending (SAM-5, power on).
     pub(crate) fn new(log: &EventLog) -> Self {
         NexusUa {
             seen: log.generation(),
@@ -101,7 +101,7 @@ impl NexusUa {
             return;
         }
         // Resets (29h) take precedence over the conditions they subsume
-        // (SAM-5 5.14: report the highest-precedence condition first).
+        // (SAM-5: report the highest-precedence condition first).
         if matches!(
             reason,
             SenseReason::PowerOnReset | SenseReason::BusDeviceReset
