@@ -14,9 +14,12 @@ use std::time::{Duration, Instant, SystemTime};
 use reservoir_scsi::InitiatorPort;
 
 use crate::login::{
-    Established, Login, LoginContext, LoginStatus, LoginStep, SessionType, DEFAULT_MAX_RECV_DATA_SEGMENT,
+    Established, Login, LoginContext, LoginStatus, LoginStep, SessionType,
+    DEFAULT_MAX_RECV_DATA_SEGMENT,
 };
-use crate::pdu::{decode_frame, Digests, Frame, FrameError, FrameLimits, LoginRequest, Pdu, Stage, TargetPdu, Ttt};
+use crate::pdu::{
+    decode_frame, Digests, Frame, FrameError, FrameLimits, LoginRequest, Pdu, Stage, TargetPdu, Ttt,
+};
 use crate::registry::{Isid, SessionInfo, Sessions};
 use crate::session::Session;
 use crate::target::{Access, Targets};
@@ -92,7 +95,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(ctx: Arc<PortalContext>, local: SocketAddr, peer: SocketAddr, now: Instant) -> Connection {
+    pub fn new(
+        ctx: Arc<PortalContext>,
+        local: SocketAddr,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Connection {
         Connection {
             ctx,
             local,
@@ -249,7 +257,9 @@ impl Connection {
             self.tx.close(Closing::Now);
             return;
         };
-        let Phase::Login(lp) = &mut self.phase else { return };
+        let Phase::Login(lp) = &mut self.phase else {
+            return;
+        };
         let first = match &lp.first {
             None => {
                 // The target picks StatSN; continuing the initiator's
@@ -261,7 +271,11 @@ impl Connection {
             }
             Some(f) => f.clone(),
         };
-        if req.isid != first.isid || req.tsih != first.tsih || req.cid != first.cid || req.itt != first.itt {
+        if req.isid != first.isid
+            || req.tsih != first.tsih
+            || req.cid != first.cid
+            || req.itt != first.itt
+        {
             return self.login_fail(&req, LoginStatus::INITIATOR_ERROR);
         }
         if req.tsih != 0 {
@@ -278,7 +292,12 @@ impl Connection {
             discovery: &self.ctx.discovery,
         };
         match lp.login.on_request(&req, &frame.data, &ctx) {
-            LoginStep::Reply { transit, csg, nsg, data } => {
+            LoginStep::Reply {
+                transit,
+                csg,
+                nsg,
+                data,
+            } => {
                 self.login_response(&req, transit, csg, nsg, 0, LoginStatus(0, 0), &data);
             }
             LoginStep::Fail(status) => self.login_fail(&req, status),
@@ -314,23 +333,23 @@ impl Connection {
             tsih,
             "login complete"
         );
-        self.login_response(req, true, csg, Stage::FullFeature, tsih, LoginStatus(0, 0), data);
+        self.login_response(
+            req,
+            true,
+            csg,
+            Stage::FullFeature,
+            tsih,
+            LoginStatus(0, 0),
+            data,
+        );
         // Digests start with the first PDU after the final Login response.
         self.tx.digests = Digests {
             header: est.params.header_digest,
             data: est.params.data_digest,
         };
-        let kind = est.session_type;
-        debug_assert!(kind == SessionType::Discovery || est.target.is_some());
+        debug_assert!(est.session_type == SessionType::Discovery || est.target.is_some());
         self.phase = Phase::FullFeature(Box::new(Session::new(
-            kind,
-            est.initiator,
-            req.cid,
-            self.local,
-            est.target,
-            nexus,
-            est.params,
-            handle,
+            est, req.cid, self.local, nexus, handle,
         )));
     }
 

@@ -61,7 +61,11 @@ impl Sessions {
     }
 
     pub fn list(&self) -> Vec<SessionInfo> {
-        self.lock().entries.values().map(|e| e.info.clone()).collect()
+        self.lock()
+            .entries
+            .values()
+            .map(|e| e.info.clone())
+            .collect()
     }
 
     /// Whether a session with this TSIH is live.
@@ -80,7 +84,12 @@ impl Sessions {
                 && e.info.isid == info.isid
                 && e.info.target == info.target
         };
-        let old: Vec<u16> = t.entries.iter().filter(|(_, e)| same(e)).map(|(k, _)| *k).collect();
+        let old: Vec<u16> = t
+            .entries
+            .iter()
+            .filter(|(_, e)| same(e))
+            .map(|(k, _)| *k)
+            .collect();
         for tsih in old {
             if let Some(e) = t.entries.remove(&tsih) {
                 tracing::info!(tsih, initiator = %e.info.initiator, "session reinstated");
@@ -135,7 +144,10 @@ impl Drop for SessionHandle {
     fn drop(&mut self) {
         let mut t = self.sessions.lock();
         // Only our own entry: after reinstatement the TSIH may be reused.
-        if t.entries.get(&self.tsih).is_some_and(|e| Arc::ptr_eq(&e.close, &self.close)) {
+        if t.entries
+            .get(&self.tsih)
+            .is_some_and(|e| Arc::ptr_eq(&e.close, &self.close))
+        {
             t.entries.remove(&self.tsih);
         }
     }

@@ -13,7 +13,7 @@ impl CmdSn {
         CmdSn(self.0.wrapping_add(1))
     }
 
-    pub fn add(self, n: u32) -> CmdSn {
+    pub fn advanced_by(self, n: u32) -> CmdSn {
         CmdSn(self.0.wrapping_add(n))
     }
 
@@ -60,9 +60,9 @@ mod tests {
     proptest! {
         #[test]
         fn successor_is_greater(a in any::<u32>(), n in 1u32..(1 << 31)) {
-            prop_assert!(CmdSn(a).add(n) > CmdSn(a));
-            prop_assert!(CmdSn(a) < CmdSn(a).add(n));
-            prop_assert_eq!(CmdSn(a).add(n).distance_from(CmdSn(a)), n);
+            prop_assert!(CmdSn(a).advanced_by(n) > CmdSn(a));
+            prop_assert!(CmdSn(a) < CmdSn(a).advanced_by(n));
+            prop_assert_eq!(CmdSn(a).advanced_by(n).distance_from(CmdSn(a)), n);
         }
     }
 }

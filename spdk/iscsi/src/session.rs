@@ -12,10 +12,10 @@ use reservoir_scsi::{Completion, DataDirection, Nexus, Status};
 
 use crate::connection::PortalContext;
 use crate::discovery;
-use crate::login::{keys, KeyAnswer, Params, SessionType, OUR_MAX_RECV_DATA_SEGMENT};
+use crate::login::{keys, Established, KeyAnswer, Params, SessionType, OUR_MAX_RECV_DATA_SEGMENT};
 use crate::pdu::{
-    Frame, Itt, LogoutReason, LogoutRequest, NopOut, Pdu, Residual, ScsiCommand, TargetPdu, TextRequest, Ttt,
-    RESERVED_TAG,
+    Frame, Itt, LogoutReason, LogoutRequest, NopOut, Pdu, Residual, ScsiCommand, TargetPdu,
+    TextRequest, Ttt, RESERVED_TAG,
 };
 use crate::registry::SessionHandle;
 use crate::serial::CmdSn;
@@ -59,23 +59,20 @@ pub(crate) struct Session {
 
 impl Session {
     pub fn new(
-        kind: SessionType,
-        initiator: String,
+        est: Established,
         cid: u16,
         local: SocketAddr,
-        target: Option<Arc<TargetNode>>,
         nexus: Option<Nexus>,
-        params: Params,
         handle: SessionHandle,
     ) -> Session {
         Session {
-            kind,
-            initiator,
+            kind: est.session_type,
+            initiator: est.initiator,
             cid,
             local,
-            target,
+            target: est.target,
             nexus,
-            params,
+            params: est.params,
             handle,
             held: Vec::new(),
             tasks: BTreeMap::new(),
@@ -137,7 +134,9 @@ impl Session {
             }
             Pdu::NopOut(NopOut { cmd_sn, .. })
             | Pdu::Text(TextRequest { cmd_sn, .. })
-            | Pdu::Logout(LogoutRequest { cmd_sn, .. }) => self.order_frame(tx, ctx, cmd_sn, frame, &pdu),
+            | Pdu::Logout(LogoutRequest { cmd_sn, .. }) => {
+                self.order_frame(tx, ctx, cmd_sn, frame, &pdu)
+            }
             Pdu::TaskManagement(ref t) => self.order_frame(tx, ctx, t.cmd_sn, frame.clone(), &pdu),
             Pdu::Login(_) | Pdu::Snack { .. } => {
                 // A Login in full feature phase is a protocol error; SNACK
@@ -148,7 +147,14 @@ impl Session {
         }
     }
 
-    fn order_frame(&mut self, tx: &mut Tx, ctx: &PortalContext, cmd_sn: CmdSn, frame: Frame, pdu: &Pdu) {
+    fn order_frame(
+        &mut self,
+        tx: &mut Tx,
+        ctx: &PortalContext,
+        cmd_sn: CmdSn,
+        frame: Frame,
+        pdu: &Pdu,
+    ) {
         if immediate(pdu) {
             self.dispatch(tx, ctx, frame);
         } else {
@@ -160,8 +166,14 @@ impl Session {
     /// dropped silently; one ahead of ExpCmdSN waits for the gap to fill.
     /// Returns false when the request was dropped.
     fn order(&mut self, tx: &mut Tx, ctx: &PortalContext, cmd_sn: CmdSn, held: Held) -> bool {
-        if !cmd_sn.in_window(tx.exp_cmd_sn, tx.max_cmd_sn()) || self.held.iter().any(|(sn, _)| *sn == cmd_sn) {
-            tracing::debug!(cmd_sn = cmd_sn.0, exp = tx.exp_cmd_sn.0, "CmdSN outside window, dropped");
+        if !cmd_sn.in_window(tx.exp_cmd_sn, tx.max_cmd_sn())
+            || self.held.iter().any(|(sn, _)| *sn == cmd_sn)
+        {
+            tracing::debug!(
+                cmd_sn = cmd_sn.0,
+                exp = tx.exp_cmd_sn.0,
+                "CmdSN outside window, dropped"
+            );
             return false;
         }
         self.held.push((cmd_sn, held));
@@ -246,12 +258,25 @@ impl Session {
             .then(|| self.params.first_burst.min(c.expected_len));
         let sn = (!c.immediate).then_some(c.cmd_sn);
         if let Some(sn) = sn {
-            if !sn.in_window(tx.exp_cmd_sn, tx.max_cmd_sn()) || self.held.iter().any(|(s, _)| *s == sn) {
-                tracing::debug!(cmd_sn = sn.0, exp = tx.exp_cmd_sn.0, "CmdSN outside window, dropped");
+            if !sn.in_window(tx.exp_cmd_sn, tx.max_cmd_sn())
+                || self.held.iter().any(|(s, _)| *s == sn)
+            {
+                tracing::debug!(
+                    cmd_sn = sn.0,
+                    exp = tx.exp_cmd_sn.0,
+                    "CmdSN outside window, dropped"
+                );
                 return;
             }
         }
-        let task = Task::new(c.itt, c.lun, parsed, c.expected_len, frame.data, unsolicited);
+        let task = Task::new(
+            c.itt,
+            c.lun,
+            parsed,
+            c.expected_len,
+            frame.data,
+            unsolicited,
+        );
         self.tasks.insert(c.itt, task);
         match sn {
             Some(sn) => {
@@ -269,7 +294,9 @@ impl Session {
     /// Solicits data a delivered task still needs, and runs it once complete.
     fn progress(&mut self, tx: &mut Tx, itt: Itt) {
         let (max_burst, max_r2t) = (self.params.max_burst, self.params.max_outstanding_r2t);
-        let Some(task) = self.tasks.get_mut(&itt) else { return };
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            return;
+        };
         for r2t in task.next_r2ts(max_burst, max_r2t, || tx.new_ttt()) {
             let pdu = TargetPdu::R2t {
                 lun: task.lun,
@@ -296,7 +323,9 @@ impl Session {
         let completion = match (&task.command, &self.target, &mut self.nexus) {
             (Ok(cmd), Some(target), Some(nexus)) => {
                 let n = task.data.len().min(task.transfer.bytes as usize);
-                target.device.execute(nexus, cmd, &task.data[..n], &mut data_in)
+                target
+                    .device
+                    .execute(nexus, cmd, &task.data[..n], &mut data_in)
             }
             (Err(failed), _, _) => *failed,
             // A normal session always has a target and a nexus.
@@ -310,7 +339,8 @@ impl Session {
         data_in.truncate(task.expected_len as usize);
         let residual = residual(task.expected_len, &task.transfer, moved);
         let good = completion.status == Status::Good && completion.sense.is_none();
-        let data_sns = self.send_data_in(tx, &task, &data_in, good.then_some((completion, residual)));
+        let data_sns =
+            self.send_data_in(tx, &task, &data_in, good.then_some((completion, residual)));
         if data_in.is_empty() || !good {
             let exp_data_sn = match task.transfer.direction {
                 DataDirection::Out => task.r2t_count(),
@@ -324,7 +354,13 @@ impl Session {
     /// MaxRecvDataSegmentLength, in sequences of at most MaxBurstLength
     /// (§11.7). With `status`, the last PDU carries it (S bit, §11.7.5).
     /// Returns how many Data-In PDUs were sent.
-    fn send_data_in(&self, tx: &mut Tx, task: &Task, data: &[u8], status: Option<(Completion, Residual)>) -> u32 {
+    fn send_data_in(
+        &self,
+        tx: &mut Tx,
+        task: &Task,
+        data: &[u8],
+        status: Option<(Completion, Residual)>,
+    ) -> u32 {
         let seg = self.params.initiator_max_recv.max(512) as usize;
         let burst = self.params.max_burst.max(512) as usize;
         let mut off = 0;
@@ -332,7 +368,7 @@ impl Session {
         while off < data.len() {
             let n = seg.min(data.len() - off).min(burst - off % burst);
             let last = off + n == data.len();
-            let end_of_burst = last || (off + n) % burst == 0;
+            let end_of_burst = last || (off + n).is_multiple_of(burst);
             let status_here = status.filter(|_| last);
             let pdu = TargetPdu::DataIn {
                 final_: end_of_burst,
@@ -340,7 +376,11 @@ impl Session {
                 residual: status_here.map_or(Residual::None, |(_, r)| r),
                 lun: task.lun,
                 itt: task.itt,
-                stat_sn: if status_here.is_some() { tx.take_stat_sn() } else { 0 },
+                stat_sn: if status_here.is_some() {
+                    tx.take_stat_sn()
+                } else {
+                    0
+                },
                 exp_cmd_sn: tx.exp_cmd_sn,
                 max_cmd_sn: tx.max_cmd_sn(),
                 data_sn,
@@ -371,11 +411,20 @@ impl Session {
         tx.send(&pdu, &data[..len]);
     }
 
-    fn on_text(&mut self, tx: &mut Tx, ctx: &PortalContext, t: TextRequest, data: Vec<u8>, header: &[u8; 48]) {
+    fn on_text(
+        &mut self,
+        tx: &mut Tx,
+        ctx: &PortalContext,
+        t: TextRequest,
+        data: Vec<u8>,
+        header: &[u8; 48],
+    ) {
         if t.ttt.0 != RESERVED_TAG {
             // §11.10.4: the initiator asks for the rest of a long response.
             match self.text_pending.take() {
-                Some((itt, ttt, rest)) if itt == t.itt && ttt == t.ttt => self.send_text(tx, itt, rest),
+                Some((itt, ttt, rest)) if itt == t.itt && ttt == t.ttt => {
+                    self.send_text(tx, itt, rest)
+                }
                 _ => tx.reject(reject::INVALID_PDU_FIELD, header),
             }
             return;
@@ -518,7 +567,13 @@ fn cmd_sn(pdu: &Pdu) -> Option<CmdSn> {
 
 /// SCSI Response (§11.4) with sense data as a 2-byte length and the
 /// fixed-format sense bytes (§11.4.7).
-fn send_response(tx: &mut Tx, itt: Itt, completion: &Completion, residual: Residual, exp_data_sn: u32) {
+fn send_response(
+    tx: &mut Tx,
+    itt: Itt,
+    completion: &Completion,
+    residual: Residual,
+    exp_data_sn: u32,
+) {
     let mut data = Vec::new();
     if let Some(sense) = &completion.sense {
         let bytes = sense.to_fixed_bytes();

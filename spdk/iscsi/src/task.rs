@@ -87,7 +87,9 @@ impl Task {
             |c| c.transfer(),
         );
         let wanted = match transfer.direction {
-            DataDirection::Out => u32::try_from(transfer.bytes).unwrap_or(u32::MAX).min(expected_len),
+            DataDirection::Out => u32::try_from(transfer.bytes)
+                .unwrap_or(u32::MAX)
+                .min(expected_len),
             DataDirection::In | DataDirection::None => 0,
         };
         let received = immediate.len() as u32;
@@ -113,7 +115,9 @@ impl Task {
 
     /// All Data-Out is in: the command can run once delivered.
     pub fn data_complete(&self) -> bool {
-        self.unsolicited_end.is_none() && self.solicited.is_empty() && self.received() >= self.wanted
+        self.unsolicited_end.is_none()
+            && self.solicited.is_empty()
+            && self.received() >= self.wanted
     }
 
     /// Accepts one Data-Out PDU (§11.7).
@@ -131,7 +135,10 @@ impl Task {
             let end = self.unsolicited_end.ok_or(DataOutError::Unsolicited)?;
             expect_sn(pdu.data_sn, self.unsolicited_data_sn)?;
             expect_offset(pdu.buffer_offset, self.received())?;
-            let new_end = self.received().checked_add(len).ok_or(DataOutError::Unsolicited)?;
+            let new_end = self
+                .received()
+                .checked_add(len)
+                .ok_or(DataOutError::Unsolicited)?;
             if new_end > end {
                 return Err(DataOutError::Unsolicited);
             }
@@ -170,12 +177,20 @@ impl Task {
     /// R2Ts to send now: from the cursor, each at most `max_burst` long,
     /// keeping at most `max_outstanding` open (§11.8). Nothing while the
     /// unsolicited burst is open or before the task's CmdSN turn.
-    pub fn next_r2ts(&mut self, max_burst: u32, max_outstanding: u32, mut new_ttt: impl FnMut() -> Ttt) -> Vec<R2tOut> {
+    pub fn next_r2ts(
+        &mut self,
+        max_burst: u32,
+        max_outstanding: u32,
+        mut new_ttt: impl FnMut() -> Ttt,
+    ) -> Vec<R2tOut> {
         let mut out = Vec::new();
         if !self.delivered || self.unsolicited_end.is_some() {
             return out;
         }
-        let mut next = self.solicited.last().map_or(self.received(), |s| s.offset + s.len);
+        let mut next = self
+            .solicited
+            .last()
+            .map_or(self.received(), |s| s.offset + s.len);
         while next < self.wanted && (self.solicited.len() as u32) < max_outstanding {
             let len = (self.wanted - next).min(max_burst);
             let r2t = R2tOut {

@@ -31,16 +31,18 @@ impl Session {
                 }
             }
             TmfFunction::LogicalUnitReset => match (&self.target, &self.nexus) {
-                (Some(target), Some(nexus)) if self.lun_exists(t.lun) => match target.device.lun_reset(t.lun, nexus) {
-                    Ok(()) => {
-                        self.abort_where(|lun, _| lun == t.lun);
-                        response::FUNCTION_COMPLETE
+                (Some(target), Some(nexus)) if self.lun_exists(t.lun) => {
+                    match target.device.lun_reset(t.lun, nexus) {
+                        Ok(()) => {
+                            self.abort_where(|lun, _| lun == t.lun);
+                            response::FUNCTION_COMPLETE
+                        }
+                        Err(e) => {
+                            tracing::info!(lun = t.lun, error = ?e, "LUN reset failed");
+                            response::LUN_DOES_NOT_EXIST
+                        }
                     }
-                    Err(e) => {
-                        tracing::info!(lun = t.lun, error = ?e, "LUN reset failed");
-                        response::LUN_DOES_NOT_EXIST
-                    }
-                },
+                }
                 _ => response::LUN_DOES_NOT_EXIST,
             },
             TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
@@ -71,7 +73,9 @@ impl Session {
     }
 
     fn lun_exists(&self, lun: u64) -> bool {
-        self.target.as_ref().is_some_and(|t| t.device.lun_ids().contains(&lun))
+        self.target
+            .as_ref()
+            .is_some_and(|t| t.device.lun_ids().contains(&lun))
     }
 
     /// ABORT TASK (§11.5.1): the referenced task is removed without a
@@ -84,7 +88,9 @@ impl Session {
         }
         // A request still waiting for its CmdSN turn.
         let held = self.held.iter_mut().find(|(_, h)| match h {
-            Held::Frame(f) => matches!(&f.pdu, Ok(p) if p.itt() == rtt && !matches!(p, Pdu::TaskManagement(_))),
+            Held::Frame(f) => {
+                matches!(&f.pdu, Ok(p) if p.itt() == rtt && !matches!(p, Pdu::TaskManagement(_)))
+            }
             _ => false,
         });
         if let Some((_, h)) = held {

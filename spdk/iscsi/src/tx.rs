@@ -77,7 +77,7 @@ impl Tx {
     }
 
     pub fn max_cmd_sn(&self) -> CmdSn {
-        self.exp_cmd_sn.add(CMD_WINDOW - 1)
+        self.exp_cmd_sn.advanced_by(CMD_WINDOW - 1)
     }
 
     /// StatSN for a status-carrying PDU; advances it (§4.2.2.2).

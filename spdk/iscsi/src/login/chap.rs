@@ -40,7 +40,12 @@ pub fn response(id: u8, secret: &[u8], challenge: &[u8]) -> [u8; 16] {
 
 /// Compares without an early exit so timing does not leak the prefix.
 pub fn verify(expected: &[u8], got: &[u8]) -> bool {
-    expected.len() == got.len() && expected.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    expected.len() == got.len()
+        && expected
+            .iter()
+            .zip(got)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// Encodes a binary value as hex (§6.1 binary-value, "0x" form).

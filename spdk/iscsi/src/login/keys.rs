@@ -29,7 +29,10 @@ pub fn parse(data: &[u8]) -> Result<Vec<(String, String)>, KeyError> {
 }
 
 fn parse_pair(item: &[u8]) -> Result<(String, String), KeyError> {
-    let eq = item.iter().position(|&b| b == b'=').ok_or(KeyError::MissingEquals)?;
+    let eq = item
+        .iter()
+        .position(|&b| b == b'=')
+        .ok_or(KeyError::MissingEquals)?;
     let (key, value) = (&item[..eq], &item[eq + 1..]);
     let key_ok = !key.is_empty()
         && key.len() <= MAX_KEY

@@ -123,14 +123,24 @@ impl Login {
         Login::default()
     }
 
-    pub fn on_request(&mut self, req: &LoginRequest, data: &[u8], ctx: &LoginContext<'_>) -> LoginStep {
+    pub fn on_request(
+        &mut self,
+        req: &LoginRequest,
+        data: &[u8],
+        ctx: &LoginContext<'_>,
+    ) -> LoginStep {
         match self.step(req, data, ctx) {
             Ok(step) => step,
             Err(status) => LoginStep::Fail(status),
         }
     }
 
-    fn step(&mut self, req: &LoginRequest, data: &[u8], ctx: &LoginContext<'_>) -> Result<LoginStep, LoginStatus> {
+    fn step(
+        &mut self,
+        req: &LoginRequest,
+        data: &[u8],
+        ctx: &LoginContext<'_>,
+    ) -> Result<LoginStep, LoginStatus> {
         // Version 0 is the only one defined (§11.12.4).
         if req.version_min > 0 {
             return Err(LoginStatus::UNSUPPORTED_VERSION);
@@ -189,7 +199,11 @@ impl Login {
             }
             if self.session_type == SessionType::Normal {
                 // §13.9: in the first Login response of a normal session.
-                keys::push(&mut out, "TargetPortalGroupTag", &ctx.portal_group_tag.to_string());
+                keys::push(
+                    &mut out,
+                    "TargetPortalGroupTag",
+                    &ctx.portal_group_tag.to_string(),
+                );
             }
         }
 
@@ -204,7 +218,10 @@ impl Login {
             self.authenticate(&security, ctx, &mut out)?;
         }
         for (k, v) in &pairs {
-            let declared = matches!(k.as_str(), "InitiatorName" | "TargetName" | "SessionType" | "InitiatorAlias");
+            let declared = matches!(
+                k.as_str(),
+                "InitiatorName" | "TargetName" | "SessionType" | "InitiatorAlias"
+            );
             if declared || k == "AuthMethod" || k.starts_with("CHAP_") {
                 continue;
             }
@@ -217,7 +234,11 @@ impl Login {
             }
         }
         if stage == Stage::Operational && !self.declared_max_recv {
-            keys::push(&mut out, "MaxRecvDataSegmentLength", &OUR_MAX_RECV_DATA_SEGMENT.to_string());
+            keys::push(
+                &mut out,
+                "MaxRecvDataSegmentLength",
+                &OUR_MAX_RECV_DATA_SEGMENT.to_string(),
+            );
             self.declared_max_recv = true;
         }
 
@@ -267,9 +288,16 @@ impl Login {
     }
 
     /// Checks the first request's declarations against targets and ACLs.
-    fn admit(&mut self, target_name: Option<String>, ctx: &LoginContext<'_>) -> Result<(), LoginStatus> {
+    fn admit(
+        &mut self,
+        target_name: Option<String>,
+        ctx: &LoginContext<'_>,
+    ) -> Result<(), LoginStatus> {
         // §13.5: InitiatorName is required in the first Login request.
-        let initiator = self.initiator.clone().ok_or(LoginStatus::MISSING_PARAMETER)?;
+        let initiator = self
+            .initiator
+            .clone()
+            .ok_or(LoginStatus::MISSING_PARAMETER)?;
         if self.session_type == SessionType::Normal {
             let name = target_name.ok_or(LoginStatus::MISSING_PARAMETER)?;
             let node = ctx.targets.get(&name).ok_or(LoginStatus::NOT_FOUND)?;
@@ -304,7 +332,12 @@ impl Login {
         ctx: &LoginContext<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), LoginStatus> {
-        let get = |name: &str| keys_in.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            keys_in
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         let access = self.access(ctx).clone();
         if let Some(methods) = get("AuthMethod") {
             if !matches!(self.auth, Auth::Start) {
@@ -350,7 +383,11 @@ impl Login {
             return Ok(());
         }
         let Auth::AwaitResponse(challenge) = &self.auth else {
-            return Err(LoginStatus::INITIATOR_ERROR);
+            // AuthMethod alone; anything else is out of sequence.
+            return match keys_in.iter().all(|(k, _)| k == "AuthMethod") {
+                true => Ok(()),
+                false => Err(LoginStatus::INITIATOR_ERROR),
+            };
         };
         let (Some(name), Some(resp)) = (get("CHAP_N"), get("CHAP_R")) else {
             return Err(LoginStatus::AUTHENTICATION_FAILED);
@@ -371,9 +408,16 @@ impl Login {
                 if c == challenge.bytes {
                     return Err(LoginStatus::AUTHENTICATION_FAILED);
                 }
-                let mutual: &Credentials = access.mutual_chap.as_ref().ok_or(LoginStatus::AUTHENTICATION_FAILED)?;
+                let mutual: &Credentials = access
+                    .mutual_chap
+                    .as_ref()
+                    .ok_or(LoginStatus::AUTHENTICATION_FAILED)?;
                 keys::push(out, "CHAP_N", &mutual.user);
-                keys::push(out, "CHAP_R", &chap::encode_hex(&chap::response(id, &mutual.secret, &c)));
+                keys::push(
+                    out,
+                    "CHAP_R",
+                    &chap::encode_hex(&chap::response(id, &mutual.secret, &c)),
+                );
             }
             _ => return Err(LoginStatus::AUTHENTICATION_FAILED),
         }

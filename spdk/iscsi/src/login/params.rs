@@ -64,18 +64,39 @@ impl Params {
         vec![
             ("HeaderDigest".into(), dg(self.header_digest)),
             ("DataDigest".into(), dg(self.data_digest)),
-            ("MaxRecvDataSegmentLength".into(), self.initiator_max_recv.to_string()),
-            ("TargetMaxRecvDataSegmentLength".into(), self.target_max_recv.to_string()),
+            (
+                "MaxRecvDataSegmentLength".into(),
+                self.initiator_max_recv.to_string(),
+            ),
+            (
+                "TargetMaxRecvDataSegmentLength".into(),
+                self.target_max_recv.to_string(),
+            ),
             ("MaxBurstLength".into(), self.max_burst.to_string()),
             ("FirstBurstLength".into(), self.first_burst.to_string()),
             ("ImmediateData".into(), yn(self.immediate_data)),
             ("InitialR2T".into(), yn(self.initial_r2t)),
-            ("MaxOutstandingR2T".into(), self.max_outstanding_r2t.to_string()),
+            (
+                "MaxOutstandingR2T".into(),
+                self.max_outstanding_r2t.to_string(),
+            ),
             ("DataPDUInOrder".into(), yn(self.data_pdu_in_order)),
-            ("DataSequenceInOrder".into(), yn(self.data_sequence_in_order)),
-            ("DefaultTime2Wait".into(), self.default_time2wait.to_string()),
-            ("DefaultTime2Retain".into(), self.default_time2retain.to_string()),
-            ("ErrorRecoveryLevel".into(), self.error_recovery_level.to_string()),
+            (
+                "DataSequenceInOrder".into(),
+                yn(self.data_sequence_in_order),
+            ),
+            (
+                "DefaultTime2Wait".into(),
+                self.default_time2wait.to_string(),
+            ),
+            (
+                "DefaultTime2Retain".into(),
+                self.default_time2retain.to_string(),
+            ),
+            (
+                "ErrorRecoveryLevel".into(),
+                self.error_recovery_level.to_string(),
+            ),
             ("MaxConnections".into(), self.max_connections.to_string()),
         ]
     }
@@ -98,9 +119,14 @@ pub enum KeyAnswer {
 
 fn numeric(value: &str, min: u32, max: u32) -> Option<u32> {
     // §6.1: decimal, or hex with 0x prefix.
-    let n = match value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
+    let n = match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
         Some(hex) => u64::from_str_radix(hex, 16).ok()?,
-        None if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => value.parse().ok()?,
+        None if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+            value.parse().ok()?
+        }
         None => return None,
     };
     u32::try_from(n).ok().filter(|n| (min..=max).contains(n))
@@ -173,7 +199,11 @@ impl Params {
             },
             "MaxBurstLength" => min_of(num(512, MAX_24), OUR_MAX_BURST, &mut self.max_burst),
             "FirstBurstLength" => min_of(num(512, MAX_24), OUR_FIRST_BURST, &mut self.first_burst),
-            "MaxOutstandingR2T" => min_of(num(1, 65535), OUR_MAX_OUTSTANDING_R2T, &mut self.max_outstanding_r2t),
+            "MaxOutstandingR2T" => min_of(
+                num(1, 65535),
+                OUR_MAX_OUTSTANDING_R2T,
+                &mut self.max_outstanding_r2t,
+            ),
             // Without connection recovery there is nothing to retain.
             "DefaultTime2Retain" => min_of(num(0, 3600), 0, &mut self.default_time2retain),
             "ErrorRecoveryLevel" => min_of(num(0, 2), 0, &mut self.error_recovery_level),
@@ -191,7 +221,9 @@ impl Params {
             "InitialR2T" => bool_result(boolean(value), &mut self.initial_r2t, |t| t),
             // OR with our Yes: always Yes, we only handle in-order data.
             "DataPDUInOrder" => bool_result(boolean(value), &mut self.data_pdu_in_order, |_| true),
-            "DataSequenceInOrder" => bool_result(boolean(value), &mut self.data_sequence_in_order, |_| true),
+            "DataSequenceInOrder" => {
+                bool_result(boolean(value), &mut self.data_sequence_in_order, |_| true)
+            }
             // RFC 7143 §13.23: we report tasks as RFC 3720 did.
             "TaskReporting" => KeyAnswer::Value("RFC3720".into()),
             // Keys only a target sends.
@@ -230,26 +262,68 @@ mod tests {
     #[test]
     fn negotiates_per_section_13() {
         let mut p = Params::default();
-        assert_eq!(p.offer("HeaderDigest", "CRC32C,None", true), KeyAnswer::Value("CRC32C".into()));
+        assert_eq!(
+            p.offer("HeaderDigest", "CRC32C,None", true),
+            KeyAnswer::Value("CRC32C".into())
+        );
         assert!(p.header_digest);
-        assert_eq!(p.offer("DataDigest", "None", true), KeyAnswer::Value("None".into()));
+        assert_eq!(
+            p.offer("DataDigest", "None", true),
+            KeyAnswer::Value("None".into())
+        );
         assert_eq!(p.offer("DataDigest", "MD5", true), KeyAnswer::Reject);
-        assert_eq!(p.offer("MaxBurstLength", "16776192", true), KeyAnswer::Value("1048576".into()));
-        assert_eq!(p.offer("FirstBurstLength", "0x1000", true), KeyAnswer::Value("4096".into()));
+        assert_eq!(
+            p.offer("MaxBurstLength", "16776192", true),
+            KeyAnswer::Value("1048576".into())
+        );
+        assert_eq!(
+            p.offer("FirstBurstLength", "0x1000", true),
+            KeyAnswer::Value("4096".into())
+        );
         assert_eq!(p.offer("FirstBurstLength", "100", true), KeyAnswer::Reject);
         assert_eq!(p.offer("MaxBurstLength", "abc", true), KeyAnswer::Reject);
-        assert_eq!(p.offer("InitialR2T", "No", true), KeyAnswer::Value("No".into()));
+        assert_eq!(
+            p.offer("InitialR2T", "No", true),
+            KeyAnswer::Value("No".into())
+        );
         assert!(!p.initial_r2t);
-        assert_eq!(p.offer("ImmediateData", "No", true), KeyAnswer::Value("No".into()));
-        assert_eq!(p.offer("DataPDUInOrder", "No", true), KeyAnswer::Value("Yes".into()));
-        assert_eq!(p.offer("ErrorRecoveryLevel", "2", true), KeyAnswer::Value("0".into()));
-        assert_eq!(p.offer("MaxConnections", "8", true), KeyAnswer::Value("1".into()));
-        assert_eq!(p.offer("DefaultTime2Wait", "0", true), KeyAnswer::Value("2".into()));
-        assert_eq!(p.offer("MaxRecvDataSegmentLength", "65536", true), KeyAnswer::Silent);
+        assert_eq!(
+            p.offer("ImmediateData", "No", true),
+            KeyAnswer::Value("No".into())
+        );
+        assert_eq!(
+            p.offer("DataPDUInOrder", "No", true),
+            KeyAnswer::Value("Yes".into())
+        );
+        assert_eq!(
+            p.offer("ErrorRecoveryLevel", "2", true),
+            KeyAnswer::Value("0".into())
+        );
+        assert_eq!(
+            p.offer("MaxConnections", "8", true),
+            KeyAnswer::Value("1".into())
+        );
+        assert_eq!(
+            p.offer("DefaultTime2Wait", "0", true),
+            KeyAnswer::Value("2".into())
+        );
+        assert_eq!(
+            p.offer("MaxRecvDataSegmentLength", "65536", true),
+            KeyAnswer::Silent
+        );
         assert_eq!(p.initiator_max_recv, 65536);
-        assert_eq!(p.offer("X-com.example", "1", true), KeyAnswer::NotUnderstood);
-        assert_eq!(p.offer("MaxBurstLength", "4096", false), KeyAnswer::Irrelevant);
-        assert_eq!(p.offer("MaxRecvDataSegmentLength", "4096", false), KeyAnswer::Silent);
+        assert_eq!(
+            p.offer("X-com.example", "1", true),
+            KeyAnswer::NotUnderstood
+        );
+        assert_eq!(
+            p.offer("MaxBurstLength", "4096", false),
+            KeyAnswer::Irrelevant
+        );
+        assert_eq!(
+            p.offer("MaxRecvDataSegmentLength", "4096", false),
+            KeyAnswer::Silent
+        );
     }
 
     #[test]

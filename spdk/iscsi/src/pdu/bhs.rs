@@ -300,9 +300,14 @@ pub enum Pdu {
     Text(TextRequest),
     DataOut(DataOut),
     Logout(LogoutRequest),
-    Snack { itt: Itt },
+    Snack {
+        itt: Itt,
+    },
     /// A target opcode or an opcode RFC 7143 does not define.
-    Unknown { opcode: u8, itt: Itt },
+    Unknown {
+        opcode: u8,
+        itt: Itt,
+    },
 }
 
 /// A header field that no valid PDU carries.
@@ -575,7 +580,14 @@ impl TargetPdu {
             h.set_word(32, max.0);
         };
         match *self {
-            TargetPdu::NopIn { lun, itt, ttt, stat_sn, exp_cmd_sn, max_cmd_sn } => {
+            TargetPdu::NopIn {
+                lun,
+                itt,
+                ttt,
+                stat_sn,
+                exp_cmd_sn,
+                max_cmd_sn,
+            } => {
                 h.opcode = op::NOP_IN;
                 h.flags = 0x80;
                 h.lun = lun_to_wire(lun);
@@ -602,7 +614,13 @@ impl TargetPdu {
                 h.set_word(36, exp_data_sn);
                 h.set_word(44, count);
             }
-            TargetPdu::TaskManagementResponse { itt, response, stat_sn, exp_cmd_sn, max_cmd_sn } => {
+            TargetPdu::TaskManagementResponse {
+                itt,
+                response,
+                stat_sn,
+                exp_cmd_sn,
+                max_cmd_sn,
+            } => {
                 h.opcode = op::TASK_MGMT_RESPONSE;
                 h.flags = 0x80;
                 h.specific = [response, 0];
@@ -636,7 +654,15 @@ impl TargetPdu {
                 h.fields[16] = status_class;
                 h.fields[17] = status_detail;
             }
-            TargetPdu::TextResponse { final_, continue_, itt, ttt, stat_sn, exp_cmd_sn, max_cmd_sn } => {
+            TargetPdu::TextResponse {
+                final_,
+                continue_,
+                itt,
+                ttt,
+                stat_sn,
+                exp_cmd_sn,
+                max_cmd_sn,
+            } => {
                 h.opcode = op::TEXT_RESPONSE;
                 h.flags = (u8::from(final_) << 7) | (u8::from(continue_) << 6);
                 h.itt = itt.0.to_be_bytes();
@@ -710,7 +736,13 @@ impl TargetPdu {
                 h.set_word(40, buffer_offset);
                 h.set_word(44, desired_len);
             }
-            TargetPdu::Reject { reason, stat_sn, exp_cmd_sn, max_cmd_sn, data_sn } => {
+            TargetPdu::Reject {
+                reason,
+                stat_sn,
+                exp_cmd_sn,
+                max_cmd_sn,
+                data_sn,
+            } => {
                 h.opcode = op::REJECT;
                 h.flags = 0x80;
                 h.specific = [reason, 0];

@@ -209,7 +209,10 @@ mod tests {
         let (frame, _) = decode_frame(&bytes, LIMITS).unwrap().unwrap();
         assert!(!frame.data_digest_ok);
         bytes[3] ^= 1;
-        assert_eq!(decode_frame(&bytes, LIMITS).unwrap_err(), FrameError::HeaderDigest);
+        assert_eq!(
+            decode_frame(&bytes, LIMITS).unwrap_err(),
+            FrameError::HeaderDigest
+        );
     }
 
     #[test]

@@ -5,9 +5,9 @@ mod codec;
 mod digest;
 
 pub use bhs::{
-    DataOut, HeaderError, Itt, LoginRequest, LogoutReason,
-    LogoutRequest, NopOut, Pdu, Residual, ScsiCommand, Stage, TargetPdu, TaskManagementRequest,
-    TextRequest, TmfFunction, Ttt, BHS_LEN, RESERVED_TAG,
+    DataOut, HeaderError, Itt, LoginRequest, LogoutReason, LogoutRequest, NopOut, Pdu, Residual,
+    ScsiCommand, Stage, TargetPdu, TaskManagementRequest, TextRequest, TmfFunction, Ttt, BHS_LEN,
+    RESERVED_TAG,
 };
 pub use codec::{decode_frame, encode, Frame, FrameError, FrameLimits};
 pub use digest::Digests;
