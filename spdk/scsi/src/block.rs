@@ -41,7 +41,7 @@ pub(crate) fn check_writable(lun: &Lun) -> Result<(), SenseReason> {
 }
 
 fn block_size(lun: &Lun) -> usize {
-    lun.geometry().block_size.bytes() as usize
+    lun.block_size() as usize
 }
 
 fn bytes_of(lun: &Lun, extent: Extent) -> usize {

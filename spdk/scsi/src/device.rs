@@ -72,7 +72,7 @@ impl Device {
     }
 
     pub fn parse(&self, lun: u64, cdb: &[u8]) -> Result<Command, Completion> {
-        let block_size = self.luns.get(&lun).map(|l| l.geometry().block_size.bytes());
+        let block_size = self.luns.get(&lun).map(|l| l.block_size());
         let command = Command::decode(lun, cdb, block_size);
         if block_size.is_none() && !crate::cdb::valid_without_lun(command.opcode()) {
             return Err(Completion::check(SenseReason::LunNotSupported));

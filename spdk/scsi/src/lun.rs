@@ -32,6 +32,9 @@ pub struct LunOptions {
 pub struct Lun {
     bdev: Arc<dyn Bdev>,
     options: LunOptions,
+    /// Fixed for the life of a volume (only the block count can change), so
+    /// the I/O path does not ask the bdev for it on every command.
+    block_size: u32,
     /// Caching mode page WCE (SBC-4, Caching mode page); a LU-wide parameter.
     write_cache: AtomicBool,
     pub(crate) events: EventLog,
@@ -42,11 +45,12 @@ pub struct Lun {
 
 impl Lun {
     pub fn new(bdev: Arc<dyn Bdev>, options: LunOptions) -> Lun {
-        let write_cache = bdev.geometry().volatile_cache;
+        let geometry = bdev.geometry();
         Lun {
             bdev,
             options,
-            write_cache: AtomicBool::new(write_cache),
+            block_size: geometry.block_size.bytes(),
+            write_cache: AtomicBool::new(geometry.volatile_cache),
             events: EventLog::default(),
             reserved_by: AtomicU64::new(0),
             range_lock: RangeLock::default(),
@@ -69,6 +73,10 @@ impl Lun {
 
     pub(crate) fn geometry(&self) -> Geometry {
         self.bdev.geometry()
+    }
+
+    pub(crate) fn block_size(&self) -> u32 {
+        self.block_size
     }
 
     pub(crate) fn read_only(&self) -> bool {

@@ -162,7 +162,7 @@ pub(crate) fn select(lun: &Lun, ms: &ModeSelect, data: &[u8]) -> Result<bool, Se
         } else {
             (u32::from_be_bytes([0, d[5], d[6], d[7]]), 5)
         };
-        if block_len != lun.geometry().block_size.bytes() {
+        if block_len != lun.block_size() {
             return Err(field(header_len + at, None));
         }
     }

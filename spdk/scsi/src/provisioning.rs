@@ -79,7 +79,7 @@ pub(crate) fn unmap(lun: &Lun, param_len: u32, data: &[u8]) -> Result<(), SenseR
 pub(crate) fn write_same(lun: &Lun, ws: WriteSame, data: &[u8]) -> Result<(), SenseReason> {
     check_writable(lun)?;
     check_range(lun, ws.extent)?;
-    let bs = lun.geometry().block_size.bytes() as usize;
+    let bs = lun.block_size() as usize;
     let zero_block;
     let block = if ws.ndob {
         zero_block = vec![0u8; bs];

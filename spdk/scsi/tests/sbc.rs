@@ -485,3 +485,57 @@ fn write_same() {
             .0,
     );
 }
+
+#[test]
+fn four_k_blocks() {
+    use reservoir_bdev::BlockSize;
+    use reservoir_scsi::{Device, Lun, LunIdentity, LunOptions, TargetPort};
+    use std::sync::Arc;
+    let bdev = VecBdev::new(BlockSize::B4096, 64, false, false);
+    let lun = Arc::new(Lun::new(
+        bdev,
+        LunOptions {
+            read_only: false,
+            identity: LunIdentity {
+                serial: "4k".into(),
+                naa: [0x60; 16],
+            },
+        },
+    ));
+    let device = Device::new(
+        "d",
+        vec![(0, lun)],
+        TargetPort {
+            name: "p".into(),
+            relative_id: 1,
+        },
+    );
+    let mut n = device.new_nexus(reservoir_scsi::InitiatorPort {
+        name: "i".into(),
+        isid: [0; 6],
+    });
+    let mut run = |cdb: &[u8], out: &[u8]| {
+        let cmd = device.parse(0, cdb).unwrap();
+        let mut data_in = Vec::new();
+        let c = device.execute(&mut n, &cmd, out, &mut data_in);
+        (c, cmd.transfer().bytes, data_in)
+    };
+    run(&[0, 0, 0, 0, 0, 0], &[]);
+    let (c, bytes, d) = run(&cdb16(0x9E, 0x10, 0, 32), &[]);
+    assert_good(&c);
+    assert_eq!(bytes, 32);
+    assert_eq!(&d[8..12], &4096u32.to_be_bytes());
+    let data: Vec<u8> = (0..2 * 4096).map(|i| i as u8).collect();
+    let (c, bytes, _) = run(&cdb10(0x2A, 0, 62, 2), &data);
+    assert_good(&c);
+    assert_eq!(bytes, 8192);
+    let (c, _, back) = run(&cdb10(0x28, 0, 62, 2), &[]);
+    assert_good(&c);
+    assert_eq!(back, data);
+    // No volatile cache: WCE is clear and not changeable.
+    let (_, _, d) = run(&[0x1A, 0x08, 0x48, 0, 255, 0], &[]);
+    assert_eq!(d[6], 0);
+    // Block descriptor with the 4 KiB block length.
+    let (_, _, d) = run(&[0x1A, 0, 0x08, 0, 255, 0], &[]);
+    assert_eq!(&d[9..12], &[0, 0x10, 0]);
+}

@@ -540,3 +540,13 @@ fn start_stop_and_prevent_allow() {
     assert_good(&f.run(&mut n, 1, &[0x1E, 0, 0, 0, 0, 0], &[]).0);
     assert_good(&f.run(&mut n, 1, &[0, 0, 0, 0, 0, 0], &[]).0);
 }
+
+#[test]
+fn shared_types_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<reservoir_scsi::Device>();
+    send_sync::<reservoir_scsi::Lun>();
+    send_sync::<reservoir_scsi::Command>();
+    send::<reservoir_scsi::Nexus>();
+}
