@@ -84,12 +84,12 @@ pub fn serve(config: &Config) -> Result<()> {
 
     let sessions = Arc::new(Sessions::new());
     let portals: Vec<SocketAddr> = config.portals.iter().map(|p| p.listen).collect();
-    let context = Arc::new(PortalContext {
+    let context = Arc::new(PortalContext::new(
         targets,
-        sessions: sessions.clone(),
-        portal_group_tag: PORTAL_GROUP_TAG,
-        target_portals: portals.clone(),
-    });
+        sessions.clone(),
+        PORTAL_GROUP_TAG,
+        portals.clone(),
+    ));
     let reactors = ReactorPool::start(config.server.reactors.as_deref(), &portals, context)?;
     let socket = config.server.rpc_socket_path();
     let rpc = RpcServer::start(&socket, Arc::new(Api::new(volumes.clone(), sessions, views.clone())))?;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use reservoir_bdev::{Bdev, BlockCount, BlockSize, FileBdev, MallocBdev};
 use reservoir_scsi::{Lun, LunIdentity};
-use reservoir_target_config::{Backend, BlockSizeConfig, ByteSize, VolumeConfig, VolumeName};
+use reservoir_target_config::{BlockSizeConfig, ByteSize, VolumeConfig, VolumeName};
 use serde::{Deserialize, Serialize};
 
 use crate::store;

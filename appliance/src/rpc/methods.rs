@@ -132,12 +132,12 @@ impl Api {
                         .map(|s| {
                             json!({
                                 "initiator": s.initiator,
-                                "isid": s.isid.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                                "isid": s.isid.to_string(),
                                 "tsih": s.tsih,
                                 "target": s.target,
                                 "portal": s.portal.to_string(),
                                 "peer": s.peer.to_string(),
-                                "params": s.params.into_iter().collect::<serde_json::Map<_, _>>(),
+                                "params": s.params.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<serde_json::Map<_, _>>(),
                             })
                         })
                         .collect(),

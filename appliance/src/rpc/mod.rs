@@ -9,5 +9,4 @@ mod server;
 
 pub use client::Client;
 pub use methods::{Api, LunView, TargetView};
-pub use protocol::RpcError;
 pub use server::RpcServer;

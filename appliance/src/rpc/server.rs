@@ -1,6 +1,6 @@
 //! The control socket: accepts clients and answers their requests.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -154,10 +154,9 @@ fn handle_request(request: Value, api: &Api) -> Option<Response> {
             ))
         }
     };
-    let id = raw.id.clone();
-    let outcome = validate(&raw).and_then(|method| {
-        api.call(method, raw.params.unwrap_or(Value::Null))
-    });
+    let outcome = validate(&raw)
+        .and_then(|method| api.call(method, raw.params.clone().unwrap_or(Value::Null)));
+    let id = raw.id;
     // A request without an id is a notification: it gets no reply.
     id.map(|id| Response::new(id, outcome))
 }
@@ -180,4 +179,90 @@ fn validate(raw: &RawRequest) -> Result<&str, RpcError> {
 fn error_reply(id: Value, code: i64, message: &str) -> String {
     serde_json::to_string(&Response::new(id, Err(RpcError::new(code, message))))
         .expect("responses serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volumes::Volumes;
+    use reservoir_iscsi::Sessions;
+
+    fn api(dir: &Path) -> Api {
+        let volumes = Arc::new(Volumes::open(dir, &[]).unwrap());
+        Api::new(volumes, Arc::new(Sessions::new()), Vec::new())
+    }
+
+    fn reply(api: &Api, line: &str) -> Value {
+        serde_json::from_str(&handle_line(line.as_bytes(), api).expect("a reply")).unwrap()
+    }
+
+    #[test]
+    fn garbage_gets_the_prescribed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        let cases = [
+            ("{not json", protocol::PARSE_ERROR),
+            ("[]", protocol::INVALID_REQUEST),
+            ("42", protocol::INVALID_REQUEST),
+            (r#"{"method":"volume_list","id":1}"#, protocol::INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","method":7,"id":1}"#, protocol::INVALID_REQUEST),
+            (r#"{"jsonrpc":"2.0","method":"nope","id":1}"#, protocol::METHOD_NOT_FOUND),
+            (r#"{"jsonrpc":"2.0","method":"volume_delete","params":[1],"id":1}"#, protocol::INVALID_PARAMS),
+            (r#"{"jsonrpc":"2.0","method":"volume_resize","params":{"name":"x"},"id":1}"#, protocol::INVALID_PARAMS),
+            (r#"{"jsonrpc":"2.0","method":"volume_create","params":{"name":"../x","backend":"malloc","size":"1MiB"},"id":1}"#, protocol::INVALID_PARAMS),
+            (r#"{"jsonrpc":"2.0","method":"volume_create","params":{"name":"x","backend":"malloc","size":"1MiB","block_size":1000},"id":1}"#, protocol::INVALID_PARAMS),
+            (r#"{"jsonrpc":"2.0","method":"volume_delete","params":{"name":"missing"},"id":1}"#, protocol::OPERATION_FAILED),
+        ];
+        for (line, code) in cases {
+            let value = reply(&api, line);
+            assert_eq!(value["error"]["code"], code, "{line} -> {value}");
+            assert_eq!(value["jsonrpc"], "2.0");
+        }
+    }
+
+    #[test]
+    fn notifications_get_no_reply_and_batches_answer_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        assert!(handle_line(br#"{"jsonrpc":"2.0","method":"volume_list"}"#, &api).is_none());
+        let value = reply(
+            &api,
+            r#"[{"jsonrpc":"2.0","method":"volume_list","id":"a"},{"jsonrpc":"2.0","method":"x","id":2},{"jsonrpc":"2.0","method":"volume_list"}]"#,
+        );
+        let replies = value.as_array().unwrap();
+        assert_eq!(replies.len(), 2);
+        assert_eq!(replies[0]["id"], "a");
+        assert!(replies[0]["result"].is_array());
+        assert_eq!(replies[1]["error"]["code"], protocol::METHOD_NOT_FOUND);
+    }
+
+    #[test]
+    fn volumes_are_created_resized_deleted_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(dir.path());
+        let created = reply(
+            &api,
+            r#"{"jsonrpc":"2.0","method":"volume_create","params":{"name":"v1","backend":"malloc","size":"4MiB"},"id":1}"#,
+        );
+        assert_eq!(created["result"]["size_bytes"], 4 << 20, "{created}");
+        let resized = reply(
+            &api,
+            r#"{"jsonrpc":"2.0","method":"volume_resize","params":{"name":"v1","size":"8MiB"},"id":2}"#,
+        );
+        assert_eq!(resized["result"]["size_bytes"], 8 << 20, "{resized}");
+        let serial = resized["result"]["serial"].clone();
+
+        let reopened = self::api(dir.path());
+        let listed = reply(&reopened, r#"{"jsonrpc":"2.0","method":"volume_list","id":3}"#);
+        assert_eq!(listed["result"][0]["size_bytes"], 8 << 20, "{listed}");
+        assert_eq!(listed["result"][0]["serial"], serial, "identity is stable");
+
+        let deleted = reply(
+            &reopened,
+            r#"{"jsonrpc":"2.0","method":"volume_delete","params":{"name":"v1"},"id":4}"#,
+        );
+        assert_eq!(deleted["result"], true, "{deleted}");
+        let listed = reply(&self::api(dir.path()), r#"{"jsonrpc":"2.0","method":"volume_list","id":5}"#);
+        assert_eq!(listed["result"], serde_json::json!([]));
+    }
 }
