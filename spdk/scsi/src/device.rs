@@ -66,11 +66,18 @@ impl Device {
         self.luns.get(&lun)
     }
 
+    /// A new I_T nexus: POWER ON, RESET, OR BUS DEVICE RESET OCCURRED is
+    /// pending for every LUN. Dropping it releases its SPC-2 reservations.
     pub fn new_nexus(&self, initiator: InitiatorPort) -> Nexus {
         let id = NexusId(self.next_nexus.fetch_add(1, Ordering::Relaxed));
         Nexus::new(id, initiator, &self.luns)
     }
 
+    /// Decodes a CDB for `lun`, once. A CDB this device server does not
+    /// execute (unsupported opcode, invalid field) still parses, so that a
+    /// pending unit attention or a reservation conflict is reported first;
+    /// `Err` is returned only for a LUN that does not exist (except for
+    /// INQUIRY, REPORT LUNS and REQUEST SENSE, which work there).
     pub fn parse(&self, lun: u64, cdb: &[u8]) -> Result<Command, Completion> {
         let block_size = self.luns.get(&lun).map(|l| l.block_size());
         let command = Command::decode(lun, cdb, block_size);
@@ -80,6 +87,13 @@ impl Device {
         Ok(command)
     }
 
+    /// Runs `unit attention check → reservation gate → command`.
+    ///
+    /// `data_out` is what the initiator sent. Writes use the whole blocks
+    /// that arrived when fewer than the CDB describes (the transport reports
+    /// the residual); parameter lists and COMPARE AND WRITE fail with CHECK
+    /// CONDITION when their data is incomplete. `data_in` is cleared, then
+    /// filled with at most `command.transfer().bytes` bytes.
     pub fn execute(
         &self,
         nexus: &mut Nexus,

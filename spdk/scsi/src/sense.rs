@@ -70,8 +70,6 @@ impl FieldPointer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SenseReason {
     NoSense,
-    /// 04h/02h.
-    NotReadyInitializingCommandRequired,
     /// 0Ch/00h.
     WriteError,
     /// 11h/00h.
@@ -118,7 +116,6 @@ impl SenseReason {
         use SenseReason as R;
         match self {
             R::NoSense => (NoSense, 0x00, 0x00),
-            R::NotReadyInitializingCommandRequired => (NotReady, 0x04, 0x02),
             R::WriteError => (MediumError, 0x0C, 0x00),
             R::UnrecoveredReadError => (MediumError, 0x11, 0x00),
             R::ParameterListLengthError => (IllegalRequest, 0x1A, 0x00),
