@@ -219,6 +219,8 @@ impl Connection {
 
     /// False while too much output is waiting: stop reading (backpressure).
     pub fn wants_read(&self) -> bool {
+        // Not gated on unacknowledged StatSNs: acknowledgements arrive in
+        // the very PDUs we would stop reading.
         !self.is_closed() && self.tx.pending().len() < OUTPUT_HIGH_WATER
     }
 
@@ -264,18 +266,16 @@ impl Connection {
             None => {
                 // The target picks StatSN; continuing the initiator's
                 // ExpStatSN keeps both sides in step (§4.2.2.2).
-                self.tx.stat_sn = req.exp_stat_sn;
+                self.tx.start_stat_sn(req.exp_stat_sn);
                 self.tx.exp_cmd_sn = req.cmd_sn;
                 lp.first = Some(req.clone());
                 req.clone()
             }
             Some(f) => f.clone(),
         };
-        if req.isid != first.isid
-            || req.tsih != first.tsih
-            || req.cid != first.cid
-            || req.itt != first.itt
-        {
+        // The ITT may change from one Login request to the next (libiscsi
+        // numbers each PDU); the session identity may not.
+        if req.isid != first.isid || req.tsih != first.tsih || req.cid != first.cid {
             return self.login_fail(&req, LoginStatus::INITIATOR_ERROR);
         }
         if req.tsih != 0 {

@@ -103,6 +103,9 @@ impl Session {
             }
             return;
         }
+        if let Some(sn) = exp_stat_sn(&pdu) {
+            tx.acknowledge(sn);
+        }
         let discovery_allowed = matches!(pdu, Pdu::NopOut(_) | Pdu::Text(_) | Pdu::Logout(_));
         if self.kind == SessionType::Discovery && !discovery_allowed {
             // §4.3: a discovery session carries Text, NOP and Logout only.
@@ -127,10 +130,10 @@ impl Session {
                 }
             }
             Pdu::ScsiCommand(c) => self.on_command(tx, ctx, c, frame),
-            Pdu::NopOut(ref n) if n.immediate => self.dispatch(tx, ctx, frame),
-            Pdu::NopOut(ref n) if n.itt.0 == RESERVED_TAG => {
-                // §11.18: a NOP-Out that wants no answer must be immediate.
-                tx.reject(reject::PROTOCOL_ERROR, &frame.header);
+            // §11.18: a NOP-Out that wants no answer is immediate; one
+            // sent without the I bit is taken as such rather than refused.
+            Pdu::NopOut(ref n) if n.immediate || n.itt.0 == RESERVED_TAG => {
+                self.dispatch(tx, ctx, frame)
             }
             Pdu::NopOut(NopOut { cmd_sn, .. })
             | Pdu::Text(TextRequest { cmd_sn, .. })
@@ -548,6 +551,18 @@ fn immediate(pdu: &Pdu) -> bool {
         Pdu::Text(p) => p.immediate,
         Pdu::Logout(p) => p.immediate,
         _ => true,
+    }
+}
+
+fn exp_stat_sn(pdu: &Pdu) -> Option<u32> {
+    match pdu {
+        Pdu::NopOut(p) => Some(p.exp_stat_sn),
+        Pdu::ScsiCommand(p) => Some(p.exp_stat_sn),
+        Pdu::TaskManagement(p) => Some(p.exp_stat_sn),
+        Pdu::Text(p) => Some(p.exp_stat_sn),
+        Pdu::DataOut(p) => Some(p.exp_stat_sn),
+        Pdu::Logout(p) => Some(p.exp_stat_sn),
+        Pdu::Login(_) | Pdu::Snack { .. } | Pdu::Unknown { .. } => None,
     }
 }
 

@@ -32,6 +32,8 @@ pub(crate) struct Tx {
     buf: Vec<u8>,
     pos: usize,
     pub stat_sn: u32,
+    /// The initiator's ExpStatSN: statuses up to here were received.
+    acked_stat_sn: u32,
     pub exp_cmd_sn: CmdSn,
     pub digests: Digests,
     pub closing: Closing,
@@ -44,6 +46,7 @@ impl Tx {
             buf: Vec::new(),
             pos: 0,
             stat_sn: 0,
+            acked_stat_sn: 0,
             exp_cmd_sn: CmdSn(0),
             digests: Digests::default(),
             closing: Closing::Open,
@@ -74,6 +77,30 @@ impl Tx {
         if self.closing != Closing::Now {
             self.closing = how;
         }
+    }
+
+    /// Starts StatSN numbering (at the first Login request's ExpStatSN).
+    pub fn start_stat_sn(&mut self, stat_sn: u32) {
+        self.stat_sn = stat_sn;
+        self.acked_stat_sn = stat_sn;
+    }
+
+    /// Records an initiator's ExpStatSN (§4.2.2.2); values that run ahead of
+    /// what we sent, or behind what was already acknowledged, are ignored.
+    pub fn acknowledge(&mut self, exp_stat_sn: u32) {
+        let (new, sent, acked) = (
+            CmdSn(exp_stat_sn),
+            CmdSn(self.stat_sn),
+            CmdSn(self.acked_stat_sn),
+        );
+        if new > acked && new <= sent {
+            self.acked_stat_sn = exp_stat_sn;
+        }
+    }
+
+    /// Statuses sent that the initiator has not acknowledged yet.
+    pub fn unacknowledged(&self) -> u32 {
+        self.stat_sn.wrapping_sub(self.acked_stat_sn)
     }
 
     pub fn max_cmd_sn(&self) -> CmdSn {
