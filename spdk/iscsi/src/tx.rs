@@ -85,22 +85,20 @@ impl Tx {
         self.acked_stat_sn = stat_sn;
     }
 
-    /// Records an initiator's ExpStatSN (§4.2.2.2); values that run ahead of
-    /// what we sent, or behind what was already acknowledged, are ignored.
+    /// Records an initiator's ExpStatSN (§4.2.2.2). One beyond the next
+    /// StatSN acknowledges status never sent: logged, as the initiator is
+    /// confused. Stale values (behind the last one) are ignored.
     pub fn acknowledge(&mut self, exp_stat_sn: u32) {
-        let (new, sent, acked) = (
-            CmdSn(exp_stat_sn),
-            CmdSn(self.stat_sn),
-            CmdSn(self.acked_stat_sn),
-        );
-        if new > acked && new <= sent {
+        let new = CmdSn(exp_stat_sn);
+        if new > CmdSn(self.stat_sn) {
+            tracing::debug!(
+                exp_stat_sn,
+                stat_sn = self.stat_sn,
+                "ExpStatSN ahead of StatSN"
+            );
+        } else if new > CmdSn(self.acked_stat_sn) {
             self.acked_stat_sn = exp_stat_sn;
         }
-    }
-
-    /// Statuses sent that the initiator has not acknowledged yet.
-    pub fn unacknowledged(&self) -> u32 {
-        self.stat_sn.wrapping_sub(self.acked_stat_sn)
     }
 
     pub fn max_cmd_sn(&self) -> CmdSn {
