@@ -311,12 +311,13 @@ impl ReservationTable {
     fn remove(&mut self, mut idx: Vec<usize>) -> Vec<Nexus> {
         idx.sort_unstable();
         idx.dedup();
-        let removed: Vec<Nexus> = idx
+        // Highest index first so earlier indices stay valid.
+        let mut removed: Vec<Nexus> = idx
             .iter()
             .rev()
             .map(|&i| self.registrations.remove(i).nexus)
-            .rev()
             .collect();
+        removed.reverse();
         let ends = match &self.reservation {
             Some(Held {
                 holder: Some(h), ..
