@@ -140,7 +140,7 @@ impl Session {
             | Pdu::Logout(LogoutRequest { cmd_sn, .. }) => {
                 self.order_frame(tx, ctx, cmd_sn, frame, &pdu)
             }
-            Pdu::TaskManagement(ref t) => self.order_frame(tx, ctx, t.cmd_sn, frame.clone(), &pdu),
+            Pdu::TaskManagement(ref t) => self.order_frame(tx, ctx, t.cmd_sn, frame, &pdu),
             Pdu::Login(_) | Pdu::Snack { .. } => {
                 // A Login in full feature phase is a protocol error; SNACK
                 // needs ErrorRecoveryLevel > 0 (§11.16).

@@ -892,3 +892,226 @@ proptest! {
         crate::fuzzing::parse_login_keys(&bytes);
     }
 }
+
+fn tmf_request(i: &mut Init, function: u8, lun: u8, rtt: u32) -> Vec<Resp> {
+    let ref_sn = i.cmd_sn;
+    tmf_with_ref(i, function, lun, rtt, ref_sn)
+}
+
+fn tmf_with_ref(i: &mut Init, function: u8, lun: u8, rtt: u32, ref_sn: u32) -> Vec<Resp> {
+    let mut h = [0u8; 48];
+    h[0] = 0x42;
+    h[1] = 0x80 | function;
+    h[9] = lun;
+    h[16..20].copy_from_slice(&0x777u32.to_be_bytes());
+    h[20..24].copy_from_slice(&rtt.to_be_bytes());
+    h[24..28].copy_from_slice(&i.cmd_sn.to_be_bytes());
+    h[32..36].copy_from_slice(&ref_sn.to_be_bytes());
+    i.send(h, &[]);
+    i.recv()
+}
+
+#[test]
+fn task_management_functions() {
+    let mut i = Init::login_normal(context(Access::default()), &[]);
+    i.clear_unit_attention();
+    // ABORT TASK SET removes a write waiting for its R2T data.
+    let itt = i.scsi(0x20, 512, &write10(0, 1), &[]);
+    assert_eq!(i.recv()[0].op(), 0x31);
+    assert_eq!(tmf_request(&mut i, 2, 0, 0)[0].h[2], 0);
+    i.data_out(itt, 0, 0, 0, true, &[1u8; 512]);
+    assert!(i.recv().is_empty());
+    assert_eq!(
+        tmf_request(&mut i, 2, 9, 0)[0].h[2],
+        2,
+        "LUN does not exist"
+    );
+    assert_eq!(tmf_request(&mut i, 5, 0, 0)[0].h[2], 0, "LUN reset");
+    assert_eq!(tmf_request(&mut i, 5, 9, 0)[0].h[2], 2);
+    assert_eq!(
+        tmf_request(&mut i, 3, 0, 0)[0].h[2],
+        5,
+        "CLEAR ACA not supported"
+    );
+    assert_eq!(
+        tmf_request(&mut i, 8, 0, 0)[0].h[2],
+        4,
+        "no reassignment at ERL 0"
+    );
+    assert_eq!(tmf_request(&mut i, 6, 0, 0)[0].h[2], 0, "warm reset");
+    assert!(!i.conn.is_closed());
+    assert_eq!(tmf_request(&mut i, 7, 0, 0)[0].h[2], 0, "cold reset");
+    assert!(
+        i.conn.is_closed(),
+        "cold reset drops the connection after the response"
+    );
+}
+
+#[test]
+fn abort_of_a_command_not_yet_arrived_consumes_its_cmdsn() {
+    let mut i = Init::login_normal(context(Access::default()), &[]);
+    i.clear_unit_attention();
+    // RefCmdSN = ExpCmdSN: in the window, not received yet (§11.5.1 c).
+    let next = i.cmd_sn;
+    assert_eq!(tmf_request(&mut i, 1, 0, 0x5150)[0].h[2], 0);
+    // That command arrives late and must not execute.
+    i.scsi(0x80, 0, &[0; 6], &[]);
+    assert!(i.recv().is_empty());
+    assert_eq!(i.cmd_sn, next + 1);
+    i.scsi(0x80, 0, &[0; 6], &[]);
+    let r = i.recv();
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        r[0].word(28),
+        next + 2,
+        "ExpCmdSN moved past the aborted CmdSN"
+    );
+}
+
+#[test]
+fn login_text_split_over_pdus_with_c_bit() {
+    let mut i = Init::new(context(Access::default()));
+    let text = kv(&[
+        ("InitiatorName", INITIATOR),
+        ("TargetName", TARGET),
+        ("AuthMethod", "None"),
+    ]);
+    let (a, b) = text.split_at(20);
+    let mut h = [0u8; 48];
+    h[0] = 0x43;
+    h[1] = 0x40 | 0x01; // C=1, CSG=0, NSG=1
+    h[8..14].copy_from_slice(&ISID);
+    i.send(h, a);
+    let r = i.recv();
+    assert_eq!(r.len(), 1);
+    assert!(r[0].data.is_empty(), "empty response asks for the rest");
+    assert_eq!(r[0].login_status(), (0, 0));
+    h[1] = 0x81;
+    i.send(h, b);
+    let r = i.recv();
+    assert_eq!(r[0].login_status(), (0, 0));
+    assert_eq!(r[0].key("AuthMethod").as_deref(), Some("None"));
+    assert_eq!(r[0].h[1], 0x81);
+}
+
+#[test]
+fn long_text_response_is_continued() {
+    let ctx = context(Access::default());
+    for n in 0..40 {
+        ctx.targets.insert(TargetNode {
+            iqn: format!("iqn.2026-01.io.reservoir:many-volumes-with-long-names-{n:03}"),
+            device: device(),
+            access: Access::default(),
+        });
+    }
+    let mut i = Init::new(ctx);
+    i.login(
+        0,
+        3,
+        true,
+        &[
+            ("InitiatorName", INITIATOR),
+            ("SessionType", "Discovery"),
+            ("AuthMethod", "None"),
+        ],
+    );
+    let mut h = [0u8; 48];
+    h[0] = 0x44;
+    h[1] = 0x80;
+    h[16..20].copy_from_slice(&5u32.to_be_bytes());
+    h[20..24].copy_from_slice(&u32::MAX.to_be_bytes());
+    h[24..28].copy_from_slice(&1u32.to_be_bytes());
+    i.send(h, &kv(&[("SendTargets", "All")]));
+    let mut text = Vec::new();
+    loop {
+        let r = i.recv();
+        assert_eq!(r.len(), 1);
+        assert!(
+            r[0].data.len() <= 8192,
+            "within the initiator's default limit"
+        );
+        text.extend_from_slice(&r[0].data);
+        if r[0].h[1] & 0x80 != 0 {
+            break;
+        }
+        assert_eq!(r[0].h[1] & 0x40, 0x40, "C bit while more follows");
+        // An empty Text request with the TTT asks for the next piece.
+        h[20..24].copy_from_slice(&r[0].h[20..24]);
+        i.send(h, &[]);
+    }
+    let names = keys::parse(&text)
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k == "TargetName")
+        .count();
+    assert_eq!(names, 41, "every permitted target, none of the refused one");
+}
+
+#[test]
+fn full_feature_text_renegotiates_max_recv_data_segment_length() {
+    let mut i = Init::login_normal(context(Access::default()), &[]);
+    i.clear_unit_attention();
+    let mut h = [0u8; 48];
+    h[0] = 0x04;
+    h[1] = 0x80;
+    h[16..20].copy_from_slice(&6u32.to_be_bytes());
+    h[20..24].copy_from_slice(&u32::MAX.to_be_bytes());
+    h[24..28].copy_from_slice(&i.cmd_sn.to_be_bytes());
+    i.cmd_sn += 1;
+    i.send(
+        h,
+        &kv(&[
+            ("MaxRecvDataSegmentLength", "1024"),
+            ("MaxBurstLength", "4096"),
+        ]),
+    );
+    let r = i.recv();
+    assert_eq!(r[0].key("MaxBurstLength").as_deref(), Some("Irrelevant"));
+    i.scsi(0xc0, 4096, &read10(0, 8), &[]);
+    let r = i.recv();
+    assert_eq!(
+        r.len(),
+        4,
+        "Data-In split at the new 1024-byte limit: {r:?}"
+    );
+}
+
+#[test]
+fn adding_a_connection_is_refused() {
+    let ctx = context(Access::default());
+    let first = Init::login_normal(ctx.clone(), &[]);
+    let tsih = first.conn.tsih().unwrap();
+    for (tsih, detail) in [(tsih, 0x06), (tsih.wrapping_add(100), 0x0a)] {
+        let mut i = Init::new(ctx.clone());
+        let mut h = [0u8; 48];
+        h[0] = 0x43;
+        h[1] = 0x81;
+        h[8..14].copy_from_slice(&ISID);
+        h[14..16].copy_from_slice(&tsih.to_be_bytes());
+        i.send(
+            h,
+            &kv(&[("InitiatorName", INITIATOR), ("TargetName", TARGET)]),
+        );
+        let r = i.recv();
+        assert_eq!(r[0].login_status(), (2, detail));
+        assert!(i.conn.is_closed());
+    }
+}
+
+#[test]
+fn bidirectional_command_is_rejected_and_login_times_out() {
+    let mut i = Init::login_normal(context(Access::default()), &[]);
+    i.scsi(0xe0, 512, &write10(0, 1), &[]);
+    let r = i.recv();
+    assert_eq!(r[0].op(), 0x3f);
+    assert_eq!(r[0].h[2], 0x05);
+    // The rejected command's CmdSN is used up: the next one runs.
+    i.scsi(0x80, 0, &[0; 6], &[]);
+    assert_eq!(i.recv()[0].op(), 0x21);
+
+    let mut idle = Init::new(context(Access::default()));
+    idle.conn.tick(idle.now + Duration::from_secs(29));
+    assert!(!idle.conn.is_closed());
+    idle.conn.tick(idle.now + Duration::from_secs(31));
+    assert!(idle.conn.is_closed());
+}

@@ -30,24 +30,22 @@ impl Session {
                     response::LUN_DOES_NOT_EXIST
                 }
             }
-            TmfFunction::LogicalUnitReset => match (&self.target, &self.nexus) {
-                (Some(target), Some(nexus)) if self.lun_exists(t.lun) => {
-                    match target.device.lun_reset(t.lun, nexus) {
-                        Ok(()) => {
-                            self.abort_where(|lun, _| lun == t.lun);
-                            response::FUNCTION_COMPLETE
-                        }
-                        Err(e) => {
-                            tracing::info!(lun = t.lun, error = ?e, "LUN reset failed");
-                            response::LUN_DOES_NOT_EXIST
-                        }
+            TmfFunction::LogicalUnitReset => match &self.target {
+                Some(target) if self.lun_exists(t.lun) => match target.device.lun_reset(t.lun) {
+                    Ok(()) => {
+                        self.abort_where(|lun, _| lun == t.lun);
+                        response::FUNCTION_COMPLETE
                     }
-                }
+                    Err(e) => {
+                        tracing::info!(lun = t.lun, error = ?e, "LUN reset failed");
+                        response::LUN_DOES_NOT_EXIST
+                    }
+                },
                 _ => response::LUN_DOES_NOT_EXIST,
             },
             TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
-                if let (Some(target), Some(nexus)) = (&self.target, &self.nexus) {
-                    target.device.target_reset(nexus);
+                if let Some(target) = &self.target {
+                    target.device.target_reset();
                 }
                 self.abort_where(|_, _| true);
                 // §11.5.1: a cold reset also drops the connection, after

@@ -145,7 +145,6 @@ impl Login {
         if req.version_min > 0 {
             return Err(LoginStatus::UNSUPPORTED_VERSION);
         }
-        let first = self.stage.is_none();
         let stage = *self.stage.get_or_insert(req.csg);
         if req.csg != stage || stage == Stage::FullFeature {
             return Err(LoginStatus::INITIATOR_ERROR);
@@ -164,6 +163,8 @@ impl Login {
                 data: Vec::new(),
             });
         }
+        // The first complete request: declarations are only valid here.
+        let first = self.initiator.is_none();
         let text = std::mem::take(&mut self.partial);
         let pairs = keys::parse(&text).map_err(|_| LoginStatus::INITIATOR_ERROR)?;
         let mut out = Vec::new();
