@@ -167,17 +167,12 @@ impl Session {
 
     /// §4.2.2.1: a non-immediate request outside [ExpCmdSN, MaxCmdSN] is
     /// dropped silently; one ahead of ExpCmdSN waits for the gap to fill.
-    /// Returns false when the request was dropped.
-    fn order(&mut self, tx: &mut Tx, ctx: &PortalContext, cmd_sn: CmdSn, held: Held) -> bool {
-        if !cmd_sn.in_window(tx.exp_cmd_sn, tx.max_cmd_sn())
-            || self.held.iter().any(|(sn, _)| *sn == cmd_sn)
-        {
-            tracing::debug!(
-                cmd_sn = cmd_sn.0,
-                exp = tx.exp_cmd_sn.0,
-                "CmdSN outside window, dropped"
-            );
-            return false;
+    fn order(&mut self, tx: &mut Tx, ctx: &PortalContext, cmd_sn: CmdSn, held: Held) {
+        if !self.admissible(tx, cmd_sn) {
+            if let Held::Task(itt) = held {
+                self.tasks.remove(&itt);
+            }
+            return;
         }
         self.held.push((cmd_sn, held));
         while let Some(i) = self.held.iter().position(|(sn, _)| *sn == tx.exp_cmd_sn) {
@@ -197,7 +192,20 @@ impl Session {
                 break;
             }
         }
-        true
+    }
+
+    /// In the window and not a duplicate of a request already waiting.
+    fn admissible(&self, tx: &Tx, cmd_sn: CmdSn) -> bool {
+        let ok = cmd_sn.in_window(tx.exp_cmd_sn, tx.max_cmd_sn())
+            && self.held.iter().all(|(sn, _)| *sn != cmd_sn);
+        if !ok {
+            tracing::debug!(
+                cmd_sn = cmd_sn.0,
+                exp = tx.exp_cmd_sn.0,
+                "CmdSN outside window, dropped"
+            );
+        }
+        ok
     }
 
     /// Uses up the CmdSN of a request that will not be processed.
@@ -230,6 +238,10 @@ impl Session {
     }
 
     fn on_command(&mut self, tx: &mut Tx, ctx: &PortalContext, c: ScsiCommand, frame: Frame) {
+        // Out-of-window commands are dropped before anything else is checked.
+        if !c.immediate && !self.admissible(tx, c.cmd_sn) {
+            return;
+        }
         let refuse = |reason: u8| Some(reason);
         let problem = if c.read && c.write {
             // Bidirectional commands are not supported by the SCSI layer.
@@ -259,19 +271,6 @@ impl Session {
         // §4.7.3: unsolicited Data-Out follows unless F is set or InitialR2T=Yes.
         let unsolicited = (c.write && !c.final_ && !self.params.initial_r2t)
             .then(|| self.params.first_burst.min(c.expected_len));
-        let sn = (!c.immediate).then_some(c.cmd_sn);
-        if let Some(sn) = sn {
-            if !sn.in_window(tx.exp_cmd_sn, tx.max_cmd_sn())
-                || self.held.iter().any(|(s, _)| *s == sn)
-            {
-                tracing::debug!(
-                    cmd_sn = sn.0,
-                    exp = tx.exp_cmd_sn.0,
-                    "CmdSN outside window, dropped"
-                );
-                return;
-            }
-        }
         let task = Task::new(
             c.itt,
             c.lun,
@@ -281,16 +280,13 @@ impl Session {
             unsolicited,
         );
         self.tasks.insert(c.itt, task);
-        match sn {
-            Some(sn) => {
-                self.order(tx, ctx, sn, Held::Task(c.itt));
+        if c.immediate {
+            if let Some(t) = self.tasks.get_mut(&c.itt) {
+                t.delivered = true;
             }
-            None => {
-                if let Some(t) = self.tasks.get_mut(&c.itt) {
-                    t.delivered = true;
-                }
-                self.progress(tx, c.itt);
-            }
+            self.progress(tx, c.itt);
+        } else {
+            self.order(tx, ctx, c.cmd_sn, Held::Task(c.itt));
         }
     }
 
