@@ -6,6 +6,10 @@
 //!  |.|I|opcode|flags|op-specific|AHSlen|DataSegLen| LUN/.. |  ITT  | op-specific (28 bytes)
 //! ```
 
+// The LUN field (SAM-5 4.7) is coded by the SCSI layer, which also builds
+// REPORT LUNS, so both agree on every LUN number.
+use reservoir_scsi::{decode_lun as lun_from_wire, encode_lun as lun_to_wire};
+
 use crate::serial::CmdSn;
 
 pub const BHS_LEN: usize = 48;
@@ -120,30 +124,6 @@ pub struct Ttt(pub u32);
 
 impl Ttt {
     pub const RESERVED: Ttt = Ttt(RESERVED_TAG);
-}
-
-/// The 8-byte LUN field (SAM-5 §4.7) as a LUN number. Peripheral (00b) and
-/// flat (01b) single-level addressing both give the 14-bit number.
-pub fn lun_from_wire(b: [u8; 8]) -> u64 {
-    match b[0] >> 6 {
-        0b00 | 0b01 => (u64::from(b[0] & 0x3f) << 8) | u64::from(b[1]),
-        _ => u64::from_be_bytes(b),
-    }
-}
-
-/// The LUN field for a LUN number: peripheral addressing below 256, flat
-/// addressing above (SAM-5 §4.7.1).
-pub fn lun_to_wire(lun: u64) -> [u8; 8] {
-    let mut b = [0u8; 8];
-    if lun < 256 {
-        b[1] = lun as u8;
-    } else if lun < 1 << 14 {
-        b[0] = 0x40 | ((lun >> 8) as u8 & 0x3f);
-        b[1] = lun as u8;
-    } else {
-        b = lun.to_be_bytes();
-    }
-    b
 }
 
 /// Login stages (RFC 7143 §11.12.3).
@@ -767,14 +747,6 @@ mod tests {
         }
         assert_eq!(RawBhs::from_bytes(&b).to_bytes(), b);
         assert_eq!(RawBhs::from_bytes(&b).data_len(), 0x050607);
-    }
-
-    #[test]
-    fn lun_encoding() {
-        for lun in [0u64, 1, 255, 256, 16383] {
-            assert_eq!(lun_from_wire(lun_to_wire(lun)), lun);
-        }
-        assert_eq!(lun_to_wire(3), [0, 3, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
