@@ -701,3 +701,26 @@ impl ReservationTable {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::InitiatorPort;
+
+    #[test]
+    fn generation_wraps() {
+        let mut t = ReservationTable::new([TargetPortId(1)]);
+        t.generation = Generation(u32::MAX);
+        let n = Nexus::new(InitiatorPort::new("iqn.a", [1; 6]), TargetPortId(1));
+        let cmd = ProutCommand::Register(RegisterParams {
+            key: ReservationKey(0),
+            sa_key: ReservationKey(1),
+            ignore_existing: false,
+            all_tg_pt: false,
+            aptpl: false,
+            spec_i_pt: None,
+        });
+        t.execute_out(&n, &cmd).unwrap();
+        assert_eq!(t.generation(), Generation(0));
+    }
+}
