@@ -29,7 +29,7 @@ pub use ids::{
 };
 pub use persist::DecodeError;
 pub use prin::{PrinAction, PrinCommand};
-pub use prout::{ProutCommand, Registration as RegisterParams};
+pub use prout::{ProutCommand, RegisterParams};
 pub use table::{
     Effects, Registration, ReservationTable, ReservationView, UnitAttention,
     DEFAULT_MAX_REGISTRATIONS,

@@ -45,7 +45,7 @@ const CDB_LEN: usize = 10;
 
 /// REGISTER / REGISTER AND IGNORE EXISTING KEY parameters (SPC-4 5.13.7).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Registration {
+pub struct RegisterParams {
     /// RESERVATION KEY (ignored for REGISTER AND IGNORE EXISTING KEY).
     pub key: ReservationKey,
     /// SERVICE ACTION RESERVATION KEY: the new key, zero to unregister.
@@ -64,7 +64,7 @@ pub struct Registration {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProutCommand {
     /// REGISTER (0h) or REGISTER AND IGNORE EXISTING KEY (6h).
-    Register(Registration),
+    Register(RegisterParams),
     /// RESERVE (1h).
     Reserve {
         /// RESERVATION KEY.
@@ -104,8 +104,6 @@ pub enum ProutCommand {
         key: ReservationKey,
         /// SERVICE ACTION RESERVATION KEY registered for the destination.
         sa_key: ReservationKey,
-        /// TYPE of the moved reservation.
-        rtype: ReservationType,
         /// APTPL.
         aptpl: bool,
         /// UNREG: unregister the source I_T nexus.
@@ -160,8 +158,9 @@ impl ProutCommand {
         };
         let rtype = || ReservationType::from_code(type_code).ok_or_else(|| cdb_field(2, 3));
         if service_action == SA_REGISTER_AND_MOVE {
-            lu_scope()?;
-            return parse_register_and_move(data, rtype()?);
+            // SPC-4 5.13.8 b): SCOPE and TYPE are ignored; the reservation
+            // keeps its own.
+            return parse_register_and_move(data);
         }
         let spec_i_pt = data.get(20).is_some_and(|b| b & 0x08 != 0);
         if data.len() < BASIC_LEN || (!spec_i_pt && data.len() != BASIC_LEN) {
@@ -175,7 +174,7 @@ impl ProutCommand {
             return Err(param_field(FieldPointer::bit(20, 3)));
         }
         Ok(match service_action {
-            SA_REGISTER | SA_REGISTER_AND_IGNORE => ProutCommand::Register(Registration {
+            SA_REGISTER | SA_REGISTER_AND_IGNORE => ProutCommand::Register(RegisterParams {
                 key,
                 sa_key,
                 ignore_existing: service_action == SA_REGISTER_AND_IGNORE,
@@ -249,7 +248,7 @@ fn parse_spec_i_pt(data: &[u8]) -> Result<Vec<InitiatorPort>, PrError> {
     Ok(ports)
 }
 
-fn parse_register_and_move(data: &[u8], rtype: ReservationType) -> Result<ProutCommand, PrError> {
+fn parse_register_and_move(data: &[u8]) -> Result<ProutCommand, PrError> {
     if data.len() < BASIC_LEN {
         return Err(length_error());
     }
@@ -261,7 +260,6 @@ fn parse_register_and_move(data: &[u8], rtype: ReservationType) -> Result<ProutC
     Ok(ProutCommand::RegisterAndMove {
         key: ReservationKey(be_u64(&data[0..8])),
         sa_key: ReservationKey(be_u64(&data[8..16])),
-        rtype,
         unreg: data[17] & 0x02 != 0,
         aptpl: data[17] & 0x01 != 0,
         target_port: TargetPortId(u16::from_be_bytes([data[18], data[19]])),
@@ -320,7 +318,7 @@ mod tests {
         let d = basic(0x11, 0x22, 0x05);
         assert_eq!(
             parse(0, 0, 0, &d).unwrap(),
-            ProutCommand::Register(Registration {
+            ProutCommand::Register(RegisterParams {
                 key: ReservationKey(0x11),
                 sa_key: ReservationKey(0x22),
                 ignore_existing: false,
@@ -460,7 +458,6 @@ mod tests {
             ProutCommand::RegisterAndMove {
                 key: ReservationKey(5),
                 sa_key: ReservationKey(6),
-                rtype: ReservationType::WriteExclusive,
                 aptpl: true,
                 unreg: true,
                 target_port: TargetPortId(7),
@@ -469,8 +466,8 @@ mod tests {
         );
         assert_eq!(parse(7, 0, 1, &d[..20]), Err(LEN_ERR));
         assert_eq!(parse(7, 0, 1, &d[..d.len() - 4]), Err(LEN_ERR));
-        assert_eq!(parse(7, 0, 4, &d), Err(cdb_err(2, 3)));
-        assert_eq!(parse(7, 2, 1, &d), Err(cdb_err(2, 7)));
+        // SCOPE and TYPE are ignored.
+        assert_eq!(parse(7, 2, 4, &d), parse(7, 0, 1, &d));
         let empty = move_list(false, 7, &[]);
         assert_eq!(parse(7, 0, 1, &empty), Err(param_err(26, None)));
     }

@@ -13,9 +13,9 @@
 //! or succeeds and reports its [`Effects`].
 
 use crate::access::{decide, Access, Role, Verdict};
-use crate::error::{cdb_field, param_field, FieldPointer, IllegalRequest, PrError};
+use crate::error::{param_field, FieldPointer, IllegalRequest, PrError};
 use crate::ids::{Generation, Nexus, ReservationKey, ReservationType, TargetPortId};
-use crate::prout::{ProutCommand, Registration as RegisterParams, LU_SCOPE};
+use crate::prout::{ProutCommand, RegisterParams, LU_SCOPE};
 
 /// Registrations one logical unit holds before REGISTER fails with
 /// INSUFFICIENT REGISTRATION RESOURCES (SPC-4 6.16.3). A cluster uses one
@@ -228,7 +228,6 @@ impl ReservationTable {
             ProutCommand::RegisterAndMove {
                 key,
                 sa_key,
-                rtype,
                 aptpl,
                 unreg,
                 target_port,
@@ -237,7 +236,6 @@ impl ReservationTable {
                 nexus,
                 *key,
                 *sa_key,
-                *rtype,
                 *aptpl,
                 *unreg,
                 Nexus::new(destination.clone(), *target_port),
@@ -637,27 +635,22 @@ impl ReservationTable {
 
     /// REGISTER AND MOVE (SPC-4 5.13.8, table "Register behaviors for a
     /// REGISTER AND MOVE service action").
-    #[allow(clippy::too_many_arguments)]
     fn register_and_move(
         &mut self,
         nexus: &Nexus,
         key: ReservationKey,
         sa_key: ReservationKey,
-        rtype: ReservationType,
         aptpl: bool,
         unreg: bool,
         dest: Nexus,
     ) -> Result<(), PrError> {
         let idx = self.registered(nexus, key)?;
+        // Only the holder of a reservation may move it; all-registrants
+        // reservations cannot be moved (SPC-4 5.13.8: RESERVATION CONFLICT).
         let Some(held) = self.reservation.clone() else {
-            return Err(PrError::Conflict); // Nothing to move.
+            return Err(PrError::Conflict);
         };
-        // All-registrants reservations have no single holder to move; nor
-        // may a move create one.
-        if held.rtype.is_all_registrants() || rtype.is_all_registrants() {
-            return Err(cdb_field(2, 3));
-        }
-        if !self.is_holder(idx) {
+        if held.rtype.is_all_registrants() || !self.is_holder(idx) {
             return Err(PrError::Conflict);
         }
         if sa_key.is_zero() {
@@ -667,10 +660,13 @@ impl ReservationTable {
             return Err(param_field(FieldPointer::byte(18)));
         }
         let me = self.registrations[idx].nexus.clone();
-        // Moving to the requesting I_T nexus itself is an invalid field.
-        if dest.overlaps(&me) || dest.overlaps(nexus) {
+        // SPC-4 5.13.8: a TransportID naming the requester's own initiator
+        // port (through any target port) is an invalid field.
+        if dest.initiator.overlaps(&me.initiator) || dest.initiator.overlaps(&nexus.initiator) {
             return Err(param_field(FieldPointer::byte(24)));
         }
+        // c)–e): register the destination with the SA key; it may already be
+        // registered, under any key.
         match self
             .registrations
             .iter()
@@ -687,10 +683,12 @@ impl ReservationTable {
                 });
             }
         }
+        // f)–g): release, then reserve for the destination, same scope and type.
         self.reservation = Some(Held {
-            rtype,
+            rtype: held.rtype,
             holder: Some(dest),
         });
+        // h) UNREG: unregister the requesting I_T nexus.
         if unreg {
             if let Some(i) = self.registrations.iter().position(|r| r.nexus == me) {
                 self.registrations.remove(i);

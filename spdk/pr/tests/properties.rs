@@ -79,17 +79,15 @@ fn command() -> impl Strategy<Value = ProutCommand> {
         (
             key(),
             key(),
-            rtype(),
             any::<bool>(),
             any::<bool>(),
             0u16..4,
             prop::sample::select(initiator_pool())
         )
-            .prop_map(|(key, sa_key, rtype, aptpl, unreg, p, destination)| {
+            .prop_map(|(key, sa_key, aptpl, unreg, p, destination)| {
                 ProutCommand::RegisterAndMove {
                     key,
                     sa_key,
-                    rtype,
                     aptpl,
                     unreg,
                     target_port: TargetPortId(p),
