@@ -87,14 +87,18 @@ pub enum ProutCommand {
         /// RESERVATION KEY.
         key: ReservationKey,
     },
-    /// PREEMPT (4h) or PREEMPT AND ABORT (5h).
+    /// PREEMPT (4h) or PREEMPT AND ABORT (5h). SCOPE and TYPE stay raw:
+    /// only preempting a reservation uses them; removing registrations
+    /// ignores them (SPC-4 5.13.11.4.4 b).
     Preempt {
         /// RESERVATION KEY.
         key: ReservationKey,
         /// SERVICE ACTION RESERVATION KEY: whose registrations to remove.
         sa_key: ReservationKey,
-        /// TYPE of the reservation the preempting nexus gets.
-        rtype: ReservationType,
+        /// SCOPE field as received.
+        scope: u8,
+        /// TYPE field as received: the type the preempting nexus reserves.
+        type_code: u8,
         /// PREEMPT AND ABORT.
         abort: bool,
     },
@@ -148,15 +152,6 @@ impl ProutCommand {
             return Err(cdb_field(1, 4));
         }
         let data = data.get(..param_len).ok_or_else(length_error)?;
-        // SPC-4 6.16.2: LU_SCOPE is the only scope; TYPE must be one of the six.
-        let lu_scope = || {
-            if scope == LU_SCOPE {
-                Ok(())
-            } else {
-                Err(cdb_field(2, 7))
-            }
-        };
-        let rtype = || ReservationType::from_code(type_code).ok_or_else(|| cdb_field(2, 3));
         if service_action == SA_REGISTER_AND_MOVE {
             // SPC-4 5.13.8 b): SCOPE and TYPE are ignored; the reservation
             // keeps its own.
@@ -187,28 +182,23 @@ impl ProutCommand {
                     None
                 },
             }),
-            SA_RESERVE => {
-                lu_scope()?;
-                ProutCommand::Reserve {
-                    key,
-                    rtype: rtype()?,
-                }
-            }
+            SA_RESERVE => ProutCommand::Reserve {
+                key,
+                rtype: scoped_type(scope, type_code)?,
+            },
             SA_RELEASE => ProutCommand::Release {
                 key,
                 scope,
                 type_code,
             },
             SA_CLEAR => ProutCommand::Clear { key },
-            SA_PREEMPT | SA_PREEMPT_AND_ABORT => {
-                lu_scope()?;
-                ProutCommand::Preempt {
-                    key,
-                    sa_key,
-                    rtype: rtype()?,
-                    abort: service_action == SA_PREEMPT_AND_ABORT,
-                }
-            }
+            SA_PREEMPT | SA_PREEMPT_AND_ABORT => ProutCommand::Preempt {
+                key,
+                sa_key,
+                scope,
+                type_code,
+                abort: service_action == SA_PREEMPT_AND_ABORT,
+            },
             _ => return Err(cdb_field(1, 4)),
         })
     }
@@ -224,6 +214,14 @@ impl ProutCommand {
             | ProutCommand::RegisterAndMove { key, .. } => *key,
         }
     }
+}
+
+/// SPC-4 6.16.2: LU_SCOPE is the only scope; TYPE must be one of the six.
+pub(crate) fn scoped_type(scope: u8, type_code: u8) -> Result<ReservationType, PrError> {
+    if scope != LU_SCOPE {
+        return Err(cdb_field(2, 7));
+    }
+    ReservationType::from_code(type_code).ok_or_else(|| cdb_field(2, 3))
 }
 
 /// TransportIDs after the basic list (SPC-4 6.16.3, TRANSPORTID PARAMETER DATA LENGTH).
@@ -367,7 +365,9 @@ mod tests {
         for sa in [8u8, 0x1f] {
             assert_eq!(parse(sa, 0, 1, &d), Err(cdb_err(1, 4)));
         }
-        for sa in [1u8, 4, 5] {
+        // RESERVE checks SCOPE and TYPE at parse; PREEMPT only when it
+        // preempts a reservation (see the table tests).
+        for sa in [1u8] {
             assert_eq!(parse(sa, 0, 0, &d), Err(cdb_err(2, 3)), "type 0");
             assert_eq!(parse(sa, 0, 2, &d), Err(cdb_err(2, 3)), "type 2");
             assert_eq!(parse(sa, 1, 1, &d), Err(cdb_err(2, 7)), "element scope");

@@ -15,7 +15,7 @@
 use crate::access::{decide, Access, Role, Verdict};
 use crate::error::{param_field, FieldPointer, IllegalRequest, PrError};
 use crate::ids::{Generation, Nexus, ReservationKey, ReservationType, TargetPortId};
-use crate::prout::{ProutCommand, RegisterParams, LU_SCOPE};
+use crate::prout::{scoped_type, ProutCommand, RegisterParams, LU_SCOPE};
 
 /// Registrations one logical unit holds before REGISTER fails with
 /// INSUFFICIENT REGISTRATION RESOURCES (SPC-4 6.16.3). A cluster uses one
@@ -222,9 +222,10 @@ impl ReservationTable {
             ProutCommand::Preempt {
                 key,
                 sa_key,
-                rtype,
+                scope,
+                type_code,
                 abort,
-            } => self.preempt(nexus, *key, *sa_key, *rtype, *abort, &mut fx),
+            } => self.preempt(nexus, *key, *sa_key, (*scope, *type_code), *abort, &mut fx),
             ProutCommand::RegisterAndMove {
                 key,
                 sa_key,
@@ -554,11 +555,13 @@ impl ReservationTable {
         nexus: &Nexus,
         key: ReservationKey,
         sa_key: ReservationKey,
-        rtype: ReservationType,
+        (scope, type_code): (u8, u8),
         abort: bool,
         fx: &mut Effects,
     ) -> Result<(), PrError> {
         let idx = self.registered(nexus, key)?;
+        // SCOPE and TYPE matter only when a reservation is preempted.
+        let rtype = || scoped_type(scope, type_code);
         let me = self.registrations[idx].nexus.clone();
         let held = self.reservation.clone();
         let holder_key = self.reservation().map(|v| v.key);
@@ -566,11 +569,11 @@ impl ReservationTable {
             // All-registrants with SA key zero: preempt it, keeping only
             // the requester's registration (SPC-4 5.13.11.4.3).
             Some(h) if h.rtype.is_all_registrants() && sa_key.is_zero() => {
-                self.preempt_reservation(&me, h.rtype, rtype, |_| true, fx)
+                self.preempt_reservation(&me, h.rtype, rtype()?, |_| true, fx)
             }
             // SA key naming the holder of a single-holder reservation.
             Some(h) if !h.rtype.is_all_registrants() && Some(sa_key) == holder_key => {
-                self.preempt_reservation(&me, h.rtype, rtype, |r| r.key == sa_key, fx)
+                self.preempt_reservation(&me, h.rtype, rtype()?, |r| r.key == sa_key, fx)
             }
             // Otherwise only registrations go (SPC-4 5.13.11.4.4).
             _ => {

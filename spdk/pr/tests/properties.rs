@@ -40,27 +40,55 @@ fn command() -> impl Strategy<Value = ProutCommand> {
         prop::sample::select(initiator_pool()),
         0..3,
     ));
+    let register = (
+        key(),
+        key(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        spec,
+    )
+        .prop_map(
+            |(key, sa_key, ignore_existing, all_tg_pt, aptpl, spec_i_pt)| {
+                ProutCommand::Register(RegisterParams {
+                    key,
+                    sa_key,
+                    ignore_existing,
+                    all_tg_pt,
+                    aptpl,
+                    spec_i_pt,
+                })
+            },
+        );
+    let preempt = (key(), key(), 0u8..2, 0u8..10, any::<bool>()).prop_map(
+        |(key, sa_key, scope, type_code, abort)| ProutCommand::Preempt {
+            key,
+            sa_key,
+            scope,
+            type_code,
+            abort,
+        },
+    );
+    let register_and_move = (
+        key(),
+        key(),
+        any::<bool>(),
+        any::<bool>(),
+        0u16..4,
+        prop::sample::select(initiator_pool()),
+    )
+        .prop_map(|(key, sa_key, aptpl, unreg, p, destination)| {
+            ProutCommand::RegisterAndMove {
+                key,
+                sa_key,
+                aptpl,
+                unreg,
+                target_port: TargetPortId(p),
+                destination,
+            }
+        });
     prop_oneof![
-        (
-            key(),
-            key(),
-            any::<bool>(),
-            any::<bool>(),
-            any::<bool>(),
-            spec
-        )
-            .prop_map(
-                |(key, sa_key, ignore_existing, all_tg_pt, aptpl, spec_i_pt)| {
-                    ProutCommand::Register(RegisterParams {
-                        key,
-                        sa_key,
-                        ignore_existing,
-                        all_tg_pt,
-                        aptpl,
-                        spec_i_pt,
-                    })
-                }
-            ),
+        register,
         (key(), rtype()).prop_map(|(key, rtype)| ProutCommand::Reserve { key, rtype }),
         (key(), 0u8..2, 0u8..10).prop_map(|(key, scope, type_code)| ProutCommand::Release {
             key,
@@ -68,32 +96,8 @@ fn command() -> impl Strategy<Value = ProutCommand> {
             type_code
         }),
         key().prop_map(|key| ProutCommand::Clear { key }),
-        (key(), key(), rtype(), any::<bool>()).prop_map(|(key, sa_key, rtype, abort)| {
-            ProutCommand::Preempt {
-                key,
-                sa_key,
-                rtype,
-                abort,
-            }
-        }),
-        (
-            key(),
-            key(),
-            any::<bool>(),
-            any::<bool>(),
-            0u16..4,
-            prop::sample::select(initiator_pool())
-        )
-            .prop_map(|(key, sa_key, aptpl, unreg, p, destination)| {
-                ProutCommand::RegisterAndMove {
-                    key,
-                    sa_key,
-                    aptpl,
-                    unreg,
-                    target_port: TargetPortId(p),
-                    destination,
-                }
-            }),
+        preempt,
+        register_and_move,
     ]
 }
 

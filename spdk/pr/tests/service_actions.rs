@@ -435,3 +435,36 @@ fn cluster_fencing_scenario() {
     assert_eq!(uas(&fx), ua(&["a"], RegistrationsPreempted));
     assert_eq!(t.check(&owner, Access::Write), Verdict::Conflict);
 }
+
+#[test]
+fn preempt_checks_scope_and_type_only_when_preempting_a_reservation() {
+    let raw = |sa: u64, scope: u8, type_code: u8| ProutCommand::Preempt {
+        key: ReservationKey(KB),
+        sa_key: ReservationKey(sa),
+        scope,
+        type_code,
+        abort: false,
+    };
+    let field = |bit| {
+        Err(PrError::IllegalRequest(IllegalRequest::InvalidFieldInCdb(
+            FieldPointer {
+                byte: 2,
+                bit: Some(bit),
+            },
+        )))
+    };
+    // Preempting the holder: TYPE 0 and element scope are invalid fields.
+    let t0 = reserved_by_a(WriteExclusive);
+    let mut t = t0.clone();
+    assert_eq!(t.execute_out(&b(), &raw(KA, 0, 0)), field(3));
+    assert_eq!(t.execute_out(&b(), &raw(KA, 1, 1)), field(7));
+    assert_eq!(t, t0);
+    // Removing registrations ignores them (SPC-4 5.13.11.4.4 b).
+    ok(&mut t, &b(), raw(KC, 1, 0));
+    assert_eq!(keys(&t), [KA, KB]);
+    let mut t = table();
+    ok(&mut t, &a(), reg(0, KA));
+    ok(&mut t, &b(), reg(0, KB));
+    ok(&mut t, &b(), raw(KA, 0, 0));
+    assert_eq!(keys(&t), [KB]);
+}

@@ -81,7 +81,8 @@ pub fn preempt(key: u64, sa: u64, rtype: ReservationType, abort: bool) -> ProutC
     ProutCommand::Preempt {
         key: ReservationKey(key),
         sa_key: ReservationKey(sa),
-        rtype,
+        scope: 0,
+        type_code: rtype.code(),
         abort,
     }
 }
