@@ -1,17 +1,37 @@
 //! SPC-4 persistent reservations (SPC-4 5.13, 6.15, 6.16) as a pure state
-//! machine: one [`ReservationTable`] per logical unit.
+//! machine: one [`ReservationTable`] per logical unit. No I/O, no threads,
+//! no knowledge of iSCSI or of the SCSI crate.
 //!
-//! The SCSI layer
-//! 1. asks [`ReservationTable::check`] before every command (the
-//!    "reservation gate"), mapping the command onto an [`Access`] class;
-//! 2. parses PERSISTENT RESERVE OUT with [`ProutCommand::parse`] and runs it
-//!    with [`ReservationTable::execute_out`], then delivers the returned
-//!    [`Effects`] (unit attentions, task aborts, APTPL persistence);
-//! 3. parses PERSISTENT RESERVE IN with [`PrinCommand::parse`] and answers
-//!    it with [`ReservationTable::execute_in`].
+//! How the SCSI layer drives it:
+//! 1. **Gate.** Before every command, [`ReservationTable::check`] with the
+//!    command's [`Access`] class (see its variants for the mapping taken
+//!    from the SPC-4/SBC-4 tables); [`Verdict::Conflict`] ends the command
+//!    with RESERVATION CONFLICT. RESERVE/RELEASE(6/10) map to
+//!    [`Access::LegacyReserveRelease`] (SPC-4 5.13.3, CRH = 0); the SCSI
+//!    layer still arbitrates SPC-2 reservations among themselves and
+//!    refuses PERSISTENT RESERVE OUT while another nexus holds one.
+//! 2. **PERSISTENT RESERVE OUT.** [`ProutCommand::parse`] (CDB + parameter
+//!    list), then [`ReservationTable::execute_out`] with the I_T nexus the
+//!    command came through. On success, deliver [`Effects`]: establish the
+//!    unit attentions, abort the listed nexuses' tasks (PREEMPT AND ABORT),
+//!    and when `persist` is set write [`ReservationTable::encode`] durably
+//!    *before* returning GOOD. On error nothing changed; [`PrError`] says
+//!    which status and sense data to send.
+//! 3. **PERSISTENT RESERVE IN.** [`PrinCommand::parse`], then
+//!    [`ReservationTable::execute_in`] returns the data already truncated to
+//!    the ALLOCATION LENGTH.
+//! 4. **Start-up.** [`ReservationTable::decode`] of the last record written;
+//!    a record whose APTPL was clear yields an empty table.
 //!
-//! No I/O happens here: persistence is [`ReservationTable::encode`] /
-//! [`ReservationTable::decode`], written crash-atomically by the appliance.
+//! Decisions where implementations differ, and what this crate does:
+//! - PRgeneration counts every successful REGISTER / REGISTER AND IGNORE
+//!   EXISTING KEY, including one that registers nothing (SA key zero from an
+//!   unregistered nexus), as SPC-4 6.15.2 words it; LIO skips that case.
+//! - A name-only TransportID (FORMAT CODE 00b) registers every ISID of the
+//!   name: registration nexuses may have no ISID, and then cover each
+//!   session of that initiator (see [`InitiatorPort`]).
+//! - ALL_TG_PT registrations of one initiator port change key and go away
+//!   together, whichever target port the REGISTER came through.
 
 mod access;
 mod error;

@@ -367,11 +367,9 @@ mod tests {
         }
         // RESERVE checks SCOPE and TYPE at parse; PREEMPT only when it
         // preempts a reservation (see the table tests).
-        for sa in [1u8] {
-            assert_eq!(parse(sa, 0, 0, &d), Err(cdb_err(2, 3)), "type 0");
-            assert_eq!(parse(sa, 0, 2, &d), Err(cdb_err(2, 3)), "type 2");
-            assert_eq!(parse(sa, 1, 1, &d), Err(cdb_err(2, 7)), "element scope");
-        }
+        assert_eq!(parse(1, 0, 0, &d), Err(cdb_err(2, 3)), "type 0");
+        assert_eq!(parse(1, 0, 2, &d), Err(cdb_err(2, 3)), "type 2");
+        assert_eq!(parse(1, 1, 1, &d), Err(cdb_err(2, 7)), "element scope");
         assert_eq!(ProutCommand::parse(&[0x5f; 6], &d), Err(cdb_err(0, 7)));
     }
 
