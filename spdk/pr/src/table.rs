@@ -185,7 +185,7 @@ impl ReservationTable {
 
     /// Administrator recovery: drop every registration and the
     /// reservation, and clear APTPL. Former registrants get RESERVATIONS
-    /// PREEMPTED as after CLEAR (SPC-4 5.13.11.2.6 by analogy).
+    /// PREEMPTED as after CLEAR (SPC-4 5.13.11.6 by analogy).
     pub fn clear_all(&mut self) -> Effects {
         let before = self.clone();
         let unit_attentions = self
@@ -305,8 +305,8 @@ impl ReservationTable {
     }
 
     /// Removes registrations by index; returns their nexuses. Ends a
-    /// reservation that loses its holder (SPC-4 5.13.11.2.3) or, for
-    /// all-registrants types, its last registrant (SPC-4 5.13.11.2.3 b).
+    /// reservation that loses its holder (SPC-4 5.13.11.3) or, for
+    /// all-registrants types, its last registrant (SPC-4 5.13.11.3).
     fn remove(&mut self, mut idx: Vec<usize>) -> Vec<Nexus> {
         idx.sort_unstable();
         idx.dedup();
@@ -455,7 +455,7 @@ impl ReservationTable {
         Ok(())
     }
 
-    /// Unregisters (SPC-4 5.13.11.2.3): a holder's reservation of a
+    /// Unregisters (SPC-4 5.13.11.3): a holder's reservation of a
     /// non-all-registrants type is released; for WE-RO/EA-RO the remaining
     /// registrants get RESERVATIONS RELEASED. An all-registrants
     /// reservation lasts until its last registrant goes.
@@ -498,7 +498,7 @@ impl ReservationTable {
         }
     }
 
-    /// RELEASE (SPC-4 5.13.11.2.2).
+    /// RELEASE (SPC-4 5.13.11.2).
     fn release(
         &mut self,
         nexus: &Nexus,
@@ -518,7 +518,7 @@ impl ReservationTable {
             return Err(IllegalRequest::InvalidReleaseOfPersistentReservation.into());
         }
         self.reservation = None;
-        // SPC-4 5.13.11.2.2: releasing a RO or AR reservation tells every
+        // SPC-4 5.13.11.2: releasing a RO or AR reservation tells every
         // other registrant.
         if held.rtype.registrants_have_access() {
             fx.unit_attentions.extend(
@@ -530,7 +530,7 @@ impl ReservationTable {
         Ok(())
     }
 
-    /// CLEAR (SPC-4 5.13.11.2.6).
+    /// CLEAR (SPC-4 5.13.11.6).
     fn clear(
         &mut self,
         nexus: &Nexus,
