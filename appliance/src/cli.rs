@@ -98,7 +98,15 @@ pub fn volume(client: &mut Client, command: VolumeCommand, output: Output) -> Re
         })
         .collect();
     table::print(
-        &["NAME", "BACKEND", "SIZE", "BLOCK", "ORIGIN", "EXPORTED AS", "PATH"],
+        &[
+            "NAME",
+            "BACKEND",
+            "SIZE",
+            "BLOCK",
+            "ORIGIN",
+            "EXPORTED AS",
+            "PATH",
+        ],
         &rows,
     );
     Ok(())
@@ -132,11 +140,19 @@ pub fn target(client: &mut Client, command: TargetCommand, output: Output) -> Re
             } else {
                 list(&target["allowed_initiators"])
             },
-            if target["read_only"].as_bool() == Some(true) { "ro" } else { "rw" }.to_owned(),
+            if target["read_only"].as_bool() == Some(true) {
+                "ro"
+            } else {
+                "rw"
+            }
+            .to_owned(),
             text(&target["sessions"]),
         ]);
     }
-    table::print(&["TARGET", "LUNS", "AUTH", "INITIATORS", "MODE", "SESSIONS"], &rows);
+    table::print(
+        &["TARGET", "LUNS", "AUTH", "INITIATORS", "MODE", "SESSIONS"],
+        &rows,
+    );
     Ok(())
 }
 
@@ -161,7 +177,11 @@ pub fn session(client: &mut Client, command: SessionCommand, output: Output) -> 
                 text(&s["initiator"]),
                 text(&s["isid"]),
                 text(&s["tsih"]),
-                if s["target"].is_null() { "(discovery)".into() } else { text(&s["target"]) },
+                if s["target"].is_null() {
+                    "(discovery)".into()
+                } else {
+                    text(&s["target"])
+                },
                 text(&s["portal"]),
                 text(&s["peer"]),
                 params.join(" "),
@@ -169,7 +189,15 @@ pub fn session(client: &mut Client, command: SessionCommand, output: Output) -> 
         })
         .collect();
     table::print(
-        &["INITIATOR", "ISID", "TSIH", "TARGET", "PORTAL", "PEER", "NEGOTIATED"],
+        &[
+            "INITIATOR",
+            "ISID",
+            "TSIH",
+            "TARGET",
+            "PORTAL",
+            "PEER",
+            "NEGOTIATED",
+        ],
         &rows,
     );
     Ok(())

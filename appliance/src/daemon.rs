@@ -92,7 +92,10 @@ pub fn serve(config: &Config) -> Result<()> {
     ));
     let reactors = ReactorPool::start(config.server.reactors.as_deref(), &portals, context)?;
     let socket = config.server.rpc_socket_path();
-    let rpc = RpcServer::start(&socket, Arc::new(Api::new(volumes.clone(), sessions, views.clone())))?;
+    let rpc = RpcServer::start(
+        &socket,
+        Arc::new(Api::new(volumes.clone(), sessions, views.clone())),
+    )?;
 
     print_banner(config, &views, &reactors, &socket);
     let signal = wait_for(&signals)?;
@@ -118,7 +121,11 @@ fn credentials(chap: &ChapCredentials) -> Credentials {
 }
 
 fn print_banner(config: &Config, views: &[TargetView], reactors: &ReactorPool, socket: &Path) {
-    let cores: Vec<String> = reactors.stats().iter().map(|s| s.core.to_string()).collect();
+    let cores: Vec<String> = reactors
+        .stats()
+        .iter()
+        .map(|s| s.core.to_string())
+        .collect();
     println!(
         "reservoir: {} reactor(s) on core(s) {}; data in {}",
         cores.len(),
@@ -151,7 +158,10 @@ fn print_banner(config: &Config, views: &[TargetView], reactors: &ReactorPool, s
         }
     }
     if let (Some(portal), Some(target)) = (config.portals.first(), views.first()) {
-        println!("reservoir: connect with  iscsi-ls iscsi://{}", portal.listen);
+        println!(
+            "reservoir: connect with  iscsi-ls iscsi://{}",
+            portal.listen
+        );
         println!(
             "reservoir:           or  iscsi-inq iscsi://{}/{}/0",
             portal.listen, target.iqn
@@ -185,7 +195,10 @@ fn block_shutdown_signals() -> Result<libc::sigset_t> {
         libc::sigaddset(&mut set, libc::SIGTERM);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
-            bail!("cannot block SIGINT/SIGTERM: {}", std::io::Error::from_raw_os_error(rc));
+            bail!(
+                "cannot block SIGINT/SIGTERM: {}",
+                std::io::Error::from_raw_os_error(rc)
+            );
         }
         Ok(set)
     }
@@ -198,5 +211,9 @@ fn wait_for(set: &libc::sigset_t) -> Result<&'static str> {
     if rc != 0 {
         bail!("sigwait failed: {}", std::io::Error::from_raw_os_error(rc));
     }
-    Ok(if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" })
+    Ok(if signal == libc::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    })
 }

@@ -152,7 +152,12 @@ impl Volumes {
     }
 
     pub fn list(&self) -> Vec<Arc<Volume>> {
-        self.volumes.lock().expect("volume lock").values().cloned().collect()
+        self.volumes
+            .lock()
+            .expect("volume lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// `volume create`: opens (creating if needed) and records a new volume.
@@ -192,7 +197,7 @@ impl Volumes {
             .get(name)
             .with_context(|| format!("no volume named {name:?}"))?;
         let block = u64::from(volume.bdev.geometry().block_size.bytes());
-        if size_bytes == 0 || size_bytes % block != 0 {
+        if size_bytes == 0 || !size_bytes.is_multiple_of(block) {
             bail!("size must be a non-zero multiple of the {block}-byte block size");
         }
         volume
@@ -354,7 +359,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

@@ -38,7 +38,9 @@ impl Client {
         let request = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": id});
         let mut line = serde_json::to_vec(&request)?;
         line.push(b'\n');
-        self.writer.write_all(&line).context("the daemon closed the control socket")?;
+        self.writer
+            .write_all(&line)
+            .context("the daemon closed the control socket")?;
         let mut reply = String::new();
         if self.reader.read_line(&mut reply)? == 0 {
             bail!("the daemon closed the control socket without answering");

@@ -76,7 +76,11 @@ impl Api {
             "volume_list" => {
                 no_params(&params)?;
                 Ok(Value::Array(
-                    self.volumes.list().iter().map(|v| self.describe(v)).collect(),
+                    self.volumes
+                        .list()
+                        .iter()
+                        .map(|v| self.describe(v))
+                        .collect(),
                 ))
             }
             "volume_create" => {
@@ -88,13 +92,19 @@ impl Api {
                     size_bytes: p.size.map(ByteSize::bytes),
                     block_size: p.block_size.unwrap_or(512),
                 };
-                spec.validate().map_err(|e| RpcError::invalid_params(format!("{e:#}")))?;
-                let volume = self.volumes.create(spec).map_err(|e| RpcError::failed(&e))?;
+                spec.validate()
+                    .map_err(|e| RpcError::invalid_params(format!("{e:#}")))?;
+                let volume = self
+                    .volumes
+                    .create(spec)
+                    .map_err(|e| RpcError::failed(&e))?;
                 Ok(self.describe(&volume))
             }
             "volume_delete" => {
                 let p: NameParams = parse(params)?;
-                self.volumes.delete(&p.name).map_err(|e| RpcError::failed(&e))?;
+                self.volumes
+                    .delete(&p.name)
+                    .map_err(|e| RpcError::failed(&e))?;
                 Ok(json!(true))
             }
             "volume_resize" => {
@@ -178,7 +188,9 @@ impl Api {
 
 fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
     if !params.is_object() {
-        return Err(RpcError::invalid_params("params must be an object of named values"));
+        return Err(RpcError::invalid_params(
+            "params must be an object of named values",
+        ));
     }
     serde_json::from_value(params).map_err(|e| RpcError::invalid_params(e.to_string()))
 }

@@ -78,19 +78,28 @@ impl RpcServer {
 }
 
 fn serve_client(stream: UnixStream, api: &Api) {
-    let Ok(writer) = stream.try_clone() else { return };
+    let Ok(writer) = stream.try_clone() else {
+        return;
+    };
     let mut writer = std::io::BufWriter::new(writer);
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
         line.clear();
-        match (&mut reader).take(MAX_REQUEST_BYTES).read_until(b'\n', &mut line) {
+        match (&mut reader)
+            .take(MAX_REQUEST_BYTES)
+            .read_until(b'\n', &mut line)
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
         let too_long = line.last() != Some(&b'\n') && line.len() as u64 >= MAX_REQUEST_BYTES;
         let reply = if too_long {
-            Some(error_reply(Value::Null, protocol::INVALID_REQUEST, "request too large"))
+            Some(error_reply(
+                Value::Null,
+                protocol::INVALID_REQUEST,
+                "request too large",
+            ))
         } else if line.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
@@ -150,7 +159,10 @@ fn handle_request(request: Value, api: &Api) -> Option<Response> {
         Err(_) => {
             return Some(Response::new(
                 Value::Null,
-                Err(RpcError::new(protocol::INVALID_REQUEST, "a request must be a JSON object")),
+                Err(RpcError::new(
+                    protocol::INVALID_REQUEST,
+                    "a request must be a JSON object",
+                )),
             ))
         }
     };
@@ -163,11 +175,17 @@ fn handle_request(request: Value, api: &Api) -> Option<Response> {
 
 fn validate(raw: &RawRequest) -> Result<&str, RpcError> {
     if raw.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
-        return Err(RpcError::new(protocol::INVALID_REQUEST, "\"jsonrpc\" must be \"2.0\""));
+        return Err(RpcError::new(
+            protocol::INVALID_REQUEST,
+            "\"jsonrpc\" must be \"2.0\"",
+        ));
     }
     if let Some(id) = &raw.id {
         if !(id.is_string() || id.is_number() || id.is_null()) {
-            return Err(RpcError::new(protocol::INVALID_REQUEST, "\"id\" must be a string or number"));
+            return Err(RpcError::new(
+                protocol::INVALID_REQUEST,
+                "\"id\" must be a string or number",
+            ));
         }
     }
     raw.method
@@ -204,14 +222,38 @@ mod tests {
             ("{not json", protocol::PARSE_ERROR),
             ("[]", protocol::INVALID_REQUEST),
             ("42", protocol::INVALID_REQUEST),
-            (r#"{"method":"volume_list","id":1}"#, protocol::INVALID_REQUEST),
-            (r#"{"jsonrpc":"2.0","method":7,"id":1}"#, protocol::INVALID_REQUEST),
-            (r#"{"jsonrpc":"2.0","method":"nope","id":1}"#, protocol::METHOD_NOT_FOUND),
-            (r#"{"jsonrpc":"2.0","method":"volume_delete","params":[1],"id":1}"#, protocol::INVALID_PARAMS),
-            (r#"{"jsonrpc":"2.0","method":"volume_resize","params":{"name":"x"},"id":1}"#, protocol::INVALID_PARAMS),
-            (r#"{"jsonrpc":"2.0","method":"volume_create","params":{"name":"../x","backend":"malloc","size":"1MiB"},"id":1}"#, protocol::INVALID_PARAMS),
-            (r#"{"jsonrpc":"2.0","method":"volume_create","params":{"name":"x","backend":"malloc","size":"1MiB","block_size":1000},"id":1}"#, protocol::INVALID_PARAMS),
-            (r#"{"jsonrpc":"2.0","method":"volume_delete","params":{"name":"missing"},"id":1}"#, protocol::OPERATION_FAILED),
+            (
+                r#"{"method":"volume_list","id":1}"#,
+                protocol::INVALID_REQUEST,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":7,"id":1}"#,
+                protocol::INVALID_REQUEST,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"nope","id":1}"#,
+                protocol::METHOD_NOT_FOUND,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"volume_delete","params":[1],"id":1}"#,
+                protocol::INVALID_PARAMS,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"volume_resize","params":{"name":"x"},"id":1}"#,
+                protocol::INVALID_PARAMS,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"volume_create","params":{"name":"../x","backend":"malloc","size":"1MiB"},"id":1}"#,
+                protocol::INVALID_PARAMS,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"volume_create","params":{"name":"x","backend":"malloc","size":"1MiB","block_size":1000},"id":1}"#,
+                protocol::INVALID_PARAMS,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"volume_delete","params":{"name":"missing"},"id":1}"#,
+                protocol::OPERATION_FAILED,
+            ),
         ];
         for (line, code) in cases {
             let value = reply(&api, line);
@@ -253,7 +295,10 @@ mod tests {
         let serial = resized["result"]["serial"].clone();
 
         let reopened = self::api(dir.path());
-        let listed = reply(&reopened, r#"{"jsonrpc":"2.0","method":"volume_list","id":3}"#);
+        let listed = reply(
+            &reopened,
+            r#"{"jsonrpc":"2.0","method":"volume_list","id":3}"#,
+        );
         assert_eq!(listed["result"][0]["size_bytes"], 8 << 20, "{listed}");
         assert_eq!(listed["result"][0]["serial"], serial, "identity is stable");
 
@@ -262,7 +307,10 @@ mod tests {
             r#"{"jsonrpc":"2.0","method":"volume_delete","params":{"name":"v1"},"id":4}"#,
         );
         assert_eq!(deleted["result"], true, "{deleted}");
-        let listed = reply(&self::api(dir.path()), r#"{"jsonrpc":"2.0","method":"volume_list","id":5}"#);
+        let listed = reply(
+            &self::api(dir.path()),
+            r#"{"jsonrpc":"2.0","method":"volume_list","id":5}"#,
+        );
         assert_eq!(listed["result"], serde_json::json!([]));
     }
 }

@@ -336,17 +336,18 @@ impl FileBdev {
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.fallocate(
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    }
+
+    fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
         let (offset, len) = (offset as libc::off_t, len as libc::off_t);
         loop {
             // SAFETY: fallocate on an open fd with integer arguments.
-            let rc = unsafe {
-                libc::fallocate(
-                    self.file.as_raw_fd(),
-                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    offset,
-                    len,
-                )
-            };
+            let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset, len) };
             match cvt(rc) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => return other.map(drop),
@@ -356,7 +357,7 @@ impl FileBdev {
 
     /// For a file system that cannot punch holes: the blocks still read
     /// back as zeroes, they just stay allocated.
-    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+    fn write_zero_buffers(&self, offset: u64, len: u64) -> io::Result<()> {
         const STEP: u64 = 1 << 20;
         let mut done = 0;
         while done < len {
@@ -495,7 +496,8 @@ impl Bdev for FileBdev {
             (_, Ok(())) => Ok(()),
             (Kind::File, Err(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 tracing::debug!(bdev = %self.name, "file system cannot punch holes; writing zeroes");
-                self.write_zeroes(range.offset, range.len).map_err(failed)
+                self.write_zero_buffers(range.offset, range.len)
+                    .map_err(failed)
             }
             (Kind::Device { .. }, Err(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 Err(BdevError::Unsupported {
@@ -503,6 +505,27 @@ impl Bdev for FileBdev {
                 })
             }
             (_, Err(e)) => Err(failed(e)),
+        }
+    }
+
+    /// `FALLOC_FL_ZERO_RANGE` keeps the blocks allocated and is a metadata
+    /// operation on file systems that support it; otherwise zero buffers.
+    fn write_zeroes(&self, lba: Lba, count: BlockCount) -> Result<(), BdevError> {
+        let range = check::blocks(self.block_size, self.capacity(), lba, count)?;
+        if range.len == 0 {
+            return Ok(());
+        }
+        let failed = |e| BdevError::io("write zeroes", ErrorKind::WriteFailed, e);
+        match self.fallocate(
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            range.offset,
+            range.len,
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => self
+                .write_zero_buffers(range.offset, range.len)
+                .map_err(failed),
+            Err(e) => Err(failed(e)),
         }
     }
 

@@ -63,6 +63,28 @@ pub trait Bdev: Send + Sync + std::fmt::Debug {
     /// Deallocates blocks; they read back as zeroes afterwards.
     fn unmap(&self, lba: Lba, count: BlockCount) -> Result<(), BdevError>;
 
+    /// Writes zeroes to `count` blocks from `lba`, leaving them mapped (unlike
+    /// [`Bdev::unmap`]). The default writes zero buffers; backends with a
+    /// cheaper way (releasing RAM pages, `FALLOC_FL_ZERO_RANGE`) override it.
+    fn write_zeroes(&self, lba: Lba, count: BlockCount) -> Result<(), BdevError> {
+        const STEP_BYTES: u64 = 1 << 20;
+        let block = u64::from(self.geometry().block_size.bytes());
+        let step = (STEP_BYTES / block).min(count.0.max(1));
+        let zeroes = vec![0u8; (step * block) as usize];
+        let end = lba.0.checked_add(count.0).ok_or(BdevError::OutOfRange {
+            lba,
+            count,
+            capacity: self.geometry().block_count,
+        })?;
+        let mut at = lba.0;
+        while at < end {
+            let n = (end - at).min(step);
+            self.write(Lba(at), &zeroes[..(n * block) as usize], Durability::Cached)?;
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Provisioning of the run of blocks that starts at `lba`: its state and
     /// how many blocks (at least 1) share it.
     fn provisioning(&self, lba: Lba) -> Result<(Provisioning, BlockCount), BdevError>;

@@ -411,6 +411,33 @@ impl Bdev for MallocBdev {
         Ok(())
     }
 
+    /// Whole chunks give their pages back and stay marked mapped (they read
+    /// as zeroes at no memory cost); partial chunks are zero-filled.
+    fn write_zeroes(&self, lba: Lba, count: BlockCount) -> Result<(), BdevError> {
+        let range = check::blocks(self.block_size, self.capacity(), lba, count)?;
+        if range.len == 0 {
+            return Ok(());
+        }
+        let _guards = self.lock_write(range);
+        let range = check::blocks(self.block_size, self.capacity(), lba, count)?;
+        let failed = |e| BdevError::io("malloc write zeroes", ErrorKind::WriteFailed, e);
+        let (start, end) = (range.offset as usize, range.end() as usize);
+        let whole_start = start.next_multiple_of(self.chunk).min(end);
+        let whole_end = (end / self.chunk * self.chunk).max(whole_start);
+        // SAFETY: the range was checked under the write locks of every
+        // stripe it touches, which exclude all other access to it.
+        let fill = |from: usize, to: usize| unsafe {
+            std::ptr::write_bytes(self.data.ptr.as_ptr().add(from), 0, to - from);
+        };
+        fill(start, whole_start);
+        if whole_start < whole_end {
+            self.data.release(whole_start, whole_end).map_err(failed)?;
+        }
+        fill(whole_end, end);
+        self.mark(start / self.chunk..end.div_ceil(self.chunk), true);
+        Ok(())
+    }
+
     fn provisioning(&self, lba: Lba) -> Result<(Provisioning, BlockCount), BdevError> {
         // Lock-free: a snapshot that concurrent writes may already have
         // changed, which GET LBA STATUS permits (SBC-4 5.7).

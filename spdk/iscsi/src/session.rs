@@ -321,10 +321,10 @@ impl Session {
         let mut data_in = Vec::new();
         let completion = match (&task.command, &self.target, &mut self.nexus) {
             (Ok(cmd), Some(target), Some(nexus)) => {
-                let n = task.data.len().min(task.transfer.bytes as usize);
-                target
-                    .device
-                    .execute(nexus, cmd, &task.data[..n], &mut data_in)
+                // Everything that arrived: the SCSI layer uses what the CDB
+                // asks for, and commands that must match the initiator's
+                // buffer exactly (COMPARE AND WRITE) can tell when it does not.
+                target.device.execute(nexus, cmd, &task.data, &mut data_in)
             }
             (Err(failed), _, _) => *failed,
             // A normal session always has a target and a nexus.

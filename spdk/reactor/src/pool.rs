@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use reservoir_iscsi::PortalContext;
 
 use crate::affinity;
-use crate::reactor::{Inbox, Message, Reactor};
+use crate::reactor::{Inbox, Message, Reactor, Slot};
 use crate::ReactorError;
 
 /// What one reactor is doing, for `reservoir` status commands.
@@ -22,8 +22,7 @@ pub struct ReactorStats {
 /// the threads; `stop` is the orderly way out.
 #[derive(Debug)]
 pub struct ReactorPool {
-    inboxes: Vec<Inbox>,
-    loads: Vec<Arc<AtomicUsize>>,
+    slots: Arc<[Slot]>,
     cores: Vec<usize>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -47,8 +46,8 @@ impl ReactorPool {
         let listeners = portals
             .iter()
             .map(|&addr| {
-                let listener =
-                    TcpListener::bind(addr).map_err(|source| ReactorError::Listen { addr, source })?;
+                let listener = TcpListener::bind(addr)
+                    .map_err(|source| ReactorError::Listen { addr, source })?;
                 listener
                     .set_nonblocking(true)
                     .map_err(|source| ReactorError::Listen { addr, source })?;
@@ -57,30 +56,37 @@ impl ReactorPool {
             .collect::<Result<Vec<_>, ReactorError>>()?;
 
         let mut reactors = Vec::with_capacity(cores.len());
-        let mut inboxes = Vec::with_capacity(cores.len());
-        let mut loads = Vec::with_capacity(cores.len());
+        let mut slots = Vec::with_capacity(cores.len());
         for (index, &core) in cores.iter().enumerate() {
             let (sender, receiver) = mpsc::channel();
             let load = Arc::new(AtomicUsize::new(0));
-            let reactor = Reactor::new(index, receiver, load.clone(), context.clone())
-                .map_err(|source| ReactorError::Spawn { index, core, source })?;
-            inboxes.push(Inbox::new(sender, reactor.waker()));
-            loads.push(load);
+            let reactor =
+                Reactor::new(index, receiver, load.clone(), context.clone()).map_err(|source| {
+                    ReactorError::Spawn {
+                        index,
+                        core,
+                        source,
+                    }
+                })?;
+            slots.push(Slot {
+                inbox: Inbox::new(sender, reactor.waker()),
+                load,
+            });
             reactors.push(reactor);
         }
         // Reactor 0 accepts; every reactor can hand a new connection to any other.
-        let peers: Arc<[(Inbox, Arc<AtomicUsize>)]> = inboxes
-            .iter()
-            .cloned()
-            .zip(loads.iter().cloned())
-            .collect();
+        let slots: Arc<[Slot]> = slots.into();
         let mut threads = Vec::with_capacity(cores.len());
         let mut listeners = Some(listeners);
         for (index, (mut reactor, &core)) in reactors.into_iter().zip(&cores).enumerate() {
             if let Some(listeners) = listeners.take() {
                 reactor
-                    .listen(listeners, peers.clone())
-                    .map_err(|source| ReactorError::Spawn { index, core, source })?;
+                    .listen(listeners, slots.clone())
+                    .map_err(|source| ReactorError::Spawn {
+                        index,
+                        core,
+                        source,
+                    })?;
             }
             let thread = std::thread::Builder::new()
                 .name(format!("reactor-{index}"))
@@ -90,12 +96,15 @@ impl ReactorPool {
                     }
                     reactor.run();
                 })
-                .map_err(|source| ReactorError::Spawn { index, core, source })?;
+                .map_err(|source| ReactorError::Spawn {
+                    index,
+                    core,
+                    source,
+                })?;
             threads.push(thread);
         }
         Ok(Self {
-            inboxes,
-            loads,
+            slots,
             cores,
             threads,
         })
@@ -104,10 +113,10 @@ impl ReactorPool {
     pub fn stats(&self) -> Vec<ReactorStats> {
         self.cores
             .iter()
-            .zip(&self.loads)
-            .map(|(&core, load)| ReactorStats {
+            .zip(self.slots.iter())
+            .map(|(&core, slot)| ReactorStats {
                 core,
-                connections: load.load(Ordering::Relaxed),
+                connections: slot.load.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -115,8 +124,8 @@ impl ReactorPool {
     /// Stops accepting, lets every reactor flush what it has queued for its
     /// connections and close them, and waits for all reactor threads.
     pub fn stop(self) {
-        for inbox in &self.inboxes {
-            inbox.send(Message::Stop);
+        for slot in self.slots.iter() {
+            slot.inbox.send(Message::Stop);
         }
         for thread in self.threads {
             if thread.join().is_err() {

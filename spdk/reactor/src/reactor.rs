@@ -48,6 +48,14 @@ impl Inbox {
     }
 }
 
+/// What the acceptor needs of each reactor: where to send a connection,
+/// and how many it already has.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub(crate) inbox: Inbox,
+    pub(crate) load: Arc<AtomicUsize>,
+}
+
 struct Peer {
     stream: TcpStream,
     connection: Connection,
@@ -65,7 +73,7 @@ pub(crate) struct Reactor {
     load: Arc<AtomicUsize>,
     context: Arc<PortalContext>,
     listeners: Vec<TcpListener>,
-    peers_of_pool: Option<Arc<[(Inbox, Arc<AtomicUsize>)]>>,
+    pool: Option<Arc<[Slot]>>,
     connections: Vec<Option<Peer>>,
     free_slots: Vec<usize>,
     read_buffer: Box<[u8]>,
@@ -88,7 +96,7 @@ impl Reactor {
             load,
             context,
             listeners: Vec::new(),
-            peers_of_pool: None,
+            pool: None,
             connections: Vec::new(),
             free_slots: Vec::new(),
             read_buffer: vec![0; READ_CHUNK].into_boxed_slice(),
@@ -104,7 +112,7 @@ impl Reactor {
     pub(crate) fn listen(
         &mut self,
         listeners: Vec<StdTcpListener>,
-        pool: Arc<[(Inbox, Arc<AtomicUsize>)]>,
+        pool: Arc<[Slot]>,
     ) -> io::Result<()> {
         for (i, listener) in listeners.into_iter().enumerate() {
             let mut listener = TcpListener::from_std(listener);
@@ -115,7 +123,7 @@ impl Reactor {
             )?;
             self.listeners.push(listener);
         }
-        self.peers_of_pool = Some(pool);
+        self.pool = Some(pool);
         Ok(())
     }
 
@@ -134,10 +142,14 @@ impl Reactor {
             for event in events.iter() {
                 match event.token() {
                     WAKER => stop |= self.drain_inbox(),
-                    Token(t) if t > FIRST_LISTENER - self.listeners.len() && t <= FIRST_LISTENER => {
+                    Token(t)
+                        if t > FIRST_LISTENER - self.listeners.len() && t <= FIRST_LISTENER =>
+                    {
                         self.accept(FIRST_LISTENER - t)
                     }
-                    Token(slot) => self.service(slot, event.is_readable() || event.is_read_closed()),
+                    Token(slot) => {
+                        self.service(slot, event.is_readable() || event.is_read_closed())
+                    }
                 }
             }
             if stop {
@@ -172,18 +184,18 @@ impl Reactor {
         loop {
             match self.listeners[listener].accept() {
                 Ok((stream, _)) => {
-                    let pool = self.peers_of_pool.as_ref().expect("acceptor has its pool");
-                    let (target, _) = pool
+                    let pool = self.pool.as_ref().expect("acceptor has its pool");
+                    let (target, slot) = pool
                         .iter()
                         .enumerate()
-                        .min_by_key(|(_, (_, load))| load.load(Ordering::Relaxed))
+                        .min_by_key(|(_, slot)| slot.load.load(Ordering::Relaxed))
                         .expect("pool is never empty");
                     // Counted now, not on arrival, so a burst of accepts spreads out.
-                    pool[target].1.fetch_add(1, Ordering::Relaxed);
+                    slot.load.fetch_add(1, Ordering::Relaxed);
                     if target == self.index {
                         self.adopt(stream);
                     } else {
-                        pool[target].0.send(Message::Adopt(stream));
+                        slot.inbox.send(Message::Adopt(stream));
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -213,10 +225,10 @@ impl Reactor {
             self.connections.push(None);
             self.connections.len() - 1
         });
-        if let Err(error) = self
-            .poll
-            .registry()
-            .register(&mut stream, Token(slot), Interest::READABLE)
+        if let Err(error) =
+            self.poll
+                .registry()
+                .register(&mut stream, Token(slot), Interest::READABLE)
         {
             tracing::warn!(%error, %remote, "cannot watch new connection");
             self.free_slots.push(slot);

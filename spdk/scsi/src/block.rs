@@ -191,14 +191,16 @@ pub(crate) fn compare_and_write(
 ) -> Result<(), SenseReason> {
     check_writable(lun)?;
     check_range(lun, extent)?;
-    if extent.blocks == 0 {
-        return Ok(());
-    }
     let half = bytes_of(lun, extent);
     // Both halves, exactly: a different data-out length means the
-    // initiator and the CDB disagree about what is compared.
+    // initiator and the CDB disagree about what is compared. Checked before
+    // the zero-block case, because an initiator that asked for 256 blocks
+    // wraps the one-byte field to 0 and must hear about it.
     if data.len() != 2 * half {
         return Err(SenseReason::DataLengthMismatch);
+    }
+    if extent.blocks == 0 {
+        return Ok(());
     }
     let (compare, write) = data.split_at(half);
     let _guard = lun.range_lock.exclusive(extent);

@@ -414,18 +414,9 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
             if cdb[1] & 0x10 != 0 {
                 return Err(invalid(1, 4));
             }
+            // Zero blocks means "to the end of the medium" (SBC-4 WRITE SAME,
+            // WSNZ=0); resolved when it runs, since a resize may come between.
             let extent = extent(cdb);
-            // WSNZ=1 in the Block Limits page: zero blocks is not "to the end".
-            if extent.blocks == 0 {
-                return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(
-                    blocks_field,
-                )));
-            }
-            if extent.blocks > limits::max_write_same_blocks(block_size) {
-                return Err(SenseReason::InvalidFieldInCdb(FieldPointer::byte(
-                    blocks_field,
-                )));
-            }
             let ndob = opcode == 0x93 && cdb[1] & 0x01 != 0;
             let ws = WriteSame {
                 extent,

@@ -239,16 +239,16 @@ impl Device {
     }
 
     /// LOGICAL UNIT RESET (SAM-5).
-    pub fn lun_reset(&self, lun: u64, by: &Nexus) -> Result<(), TmfError> {
+    pub fn lun_reset(&self, lun: u64) -> Result<(), TmfError> {
         let l = self.luns.get(&lun).ok_or(TmfError::NoSuchLun { lun })?;
-        l.reset(Some(by.id));
+        l.reset();
         Ok(())
     }
 
     /// TARGET RESET: a logical unit reset of every LUN.
-    pub fn target_reset(&self, by: &Nexus) {
+    pub fn target_reset(&self) {
         for lun in self.luns.values() {
-            lun.reset(Some(by.id));
+            lun.reset();
         }
     }
 }

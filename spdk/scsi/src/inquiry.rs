@@ -123,7 +123,9 @@ fn block_limits(lun: &Lun) -> Vec<u8> {
     let mut put = |page_offset: usize, bytes: &[u8]| {
         b[page_offset - 4..page_offset - 4 + bytes.len()].copy_from_slice(bytes);
     };
-    put(4, &[0x01]); // WSNZ: WRITE SAME of zero blocks is rejected
+    // WSNZ=0: WRITE SAME of zero blocks writes to the end of the medium.
+    // MAXIMUM WRITE SAME LENGTH (byte 36) stays 0, no limit: zero patterns
+    // become Bdev::write_zeroes, a metadata operation on every backend.
     put(5, &[limits::MAX_COMPARE_AND_WRITE_BLOCKS]);
     put(6, &1u16.to_be_bytes()); // OPTIMAL TRANSFER LENGTH GRANULARITY
     put(8, &(limits::max_transfer_blocks(bs) as u32).to_be_bytes());
@@ -136,7 +138,6 @@ fn block_limits(lun: &Lun) -> Vec<u8> {
         put(24, &limits::MAX_UNMAP_DESCRIPTORS.to_be_bytes());
         put(28, &1u32.to_be_bytes()); // OPTIMAL UNMAP GRANULARITY
     }
-    put(36, &limits::max_write_same_blocks(bs).to_be_bytes());
     b
 }
 

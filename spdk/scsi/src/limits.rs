@@ -8,9 +8,6 @@
 pub(crate) const MAX_TRANSFER_BYTES: u64 = 32 << 20;
 /// OPTIMAL TRANSFER LENGTH: large enough to amortise per-command cost.
 pub(crate) const OPTIMAL_TRANSFER_BYTES: u64 = 1 << 20;
-/// MAXIMUM WRITE SAME LENGTH: a WRITE SAME is written in chunks on the
-/// calling reactor, so it is bounded to keep one command's latency bounded.
-pub(crate) const MAX_WRITE_SAME_BYTES: u64 = 256 << 20;
 /// Chunk in which WRITE SAME repeats its block.
 pub(crate) const WRITE_SAME_CHUNK_BYTES: u64 = 1 << 20;
 /// MAXIMUM COMPARE AND WRITE LENGTH: the lock is held exclusive while the
@@ -29,8 +26,4 @@ pub(crate) fn max_transfer_blocks(block_size: u32) -> u64 {
 
 pub(crate) fn optimal_transfer_blocks(block_size: u32) -> u64 {
     OPTIMAL_TRANSFER_BYTES / u64::from(block_size)
-}
-
-pub(crate) fn max_write_same_blocks(block_size: u32) -> u64 {
-    MAX_WRITE_SAME_BYTES / u64::from(block_size)
 }

@@ -132,13 +132,14 @@ impl Lun {
             .compare_exchange(by.0, 0, Ordering::AcqRel, Ordering::Acquire);
     }
 
-    /// LOGICAL UNIT RESET (SAM-5): SPC-2 reservation released, mode
-    /// parameters back to their defaults, BUS DEVICE RESET FUNCTION
-    /// OCCURRED to every other nexus.
-    pub(crate) fn reset(&self, by: Option<NexusId>) {
+    /// LOGICAL UNIT RESET (SAM-5 7.7): SPC-2 reservation released, mode
+    /// parameters back to their defaults, and BUS DEVICE RESET FUNCTION
+    /// OCCURRED to every nexus — the issuer's included, since a multipath
+    /// host learns of the reset on each of its paths that way.
+    pub(crate) fn reset(&self) {
         self.reserved_by.store(0, Ordering::Release);
         self.write_cache
             .store(self.geometry().volatile_cache, Ordering::Relaxed);
-        self.events.publish(SenseReason::BusDeviceReset, by);
+        self.events.publish(SenseReason::BusDeviceReset, None);
     }
 }

@@ -1,6 +1,6 @@
 //! Logical block provisioning (SBC-4): UNMAP, WRITE SAME, GET LBA STATUS.
 
-use reservoir_bdev::{BlockCount, Lba, Provisioning};
+use reservoir_bdev::{BlockCount, Durability, Lba, Provisioning};
 
 use crate::block::{check_range, check_writable, data_out, medium_error};
 use crate::cdb::{Extent, WriteSame};
@@ -76,8 +76,15 @@ pub(crate) fn unmap(lun: &Lun, param_len: u32, data: &[u8]) -> Result<(), SenseR
 /// WRITE SAME (SBC-4, WRITE SAME(10) and (16)). With UNMAP set on a thin LUN, a block of
 /// zeroes (or NDOB) deallocates instead: LBPRZ=1 makes that read back the
 /// same. Any other block is written.
-pub(crate) fn write_same(lun: &Lun, ws: WriteSame, data: &[u8]) -> Result<(), SenseReason> {
+pub(crate) fn write_same(lun: &Lun, mut ws: WriteSame, data: &[u8]) -> Result<(), SenseReason> {
     check_writable(lun)?;
+    if ws.extent.blocks == 0 {
+        let capacity = lun.geometry().block_count.0;
+        if ws.extent.lba.0 >= capacity {
+            return Err(SenseReason::LbaOutOfRange);
+        }
+        ws.extent.blocks = capacity - ws.extent.lba.0;
+    }
     check_range(lun, ws.extent)?;
     let bs = lun.block_size() as usize;
     let zero_block;
@@ -88,10 +95,27 @@ pub(crate) fn write_same(lun: &Lun, ws: WriteSame, data: &[u8]) -> Result<(), Se
         data_out(data, bs)?
     };
     let _guard = lun.range_lock.shared(ws.extent);
-    if ws.unmap && lun.geometry().thin_provisioned && block.iter().all(|&b| b == 0) {
+    let count = BlockCount(ws.extent.blocks);
+    // SBC-4 WRITE SAME, UNMAP bit on a thin LU: the blocks are deallocated
+    // whatever the pattern, and read back as zeroes (LBPRZ=1) — what
+    // initiators that discard through WRITE SAME rely on.
+    if ws.unmap && lun.geometry().thin_provisioned {
         return lun
             .bdev()
-            .unmap(ws.extent.lba, BlockCount(ws.extent.blocks))
+            .unmap(ws.extent.lba, count)
+            .map_err(|e| medium_error(&e, false));
+    }
+    if block.iter().all(|&b| b == 0) {
+        return lun
+            .bdev()
+            .write_zeroes(ws.extent.lba, count)
+            .and_then(|()| {
+                // Write-through (WCE=0): zeroes reach the medium before GOOD.
+                match lun.durability(false) {
+                    Durability::Fua => lun.bdev().flush(),
+                    Durability::Cached => Ok(()),
+                }
+            })
             .map_err(|e| medium_error(&e, false));
     }
     let chunk_blocks =

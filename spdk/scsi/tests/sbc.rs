@@ -467,13 +467,21 @@ fn write_same() {
     let cmd = f.device.parse(1, &cdb16(0x93, 0x09, 0, 4)).unwrap();
     assert_eq!(cmd.transfer().direction, DataDirection::None);
     assert_good(&f.run(&mut n, 1, &cdb16(0x93, 0x09, 30, 5), &[]).0);
-    // Zero blocks (WSNZ=1), out of range, too long, anchor.
+    // Zero blocks (WSNZ=0) writes to the end of the medium.
+    let tail = BLOCKS as u32 - 3;
+    assert_good(&f.run(&mut n, 1, &cdb10(0x41, 0, tail, 0), &block).0);
+    let (_, back) = f.run(&mut n, 1, &cdb10(0x28, 0, tail, 3), &[]);
+    assert_eq!(back, block.repeat(3));
+    // ... and a zero pattern to the end leaves zeroes, still mapped.
+    assert_good(&f.run(&mut n, 1, &cdb10(0x41, 0, tail, 0), &vec![0; BS]).0);
+    let (_, back) = f.run(&mut n, 1, &cdb10(0x28, 0, tail, 3), &[]);
+    assert_eq!(back, vec![0; 3 * BS]);
+    // Out of range (also with zero blocks), too long, anchor.
     for (cdb, asc) in [
-        (cdb16(0x93, 0, 0, 0), 0x24),
-        (cdb10(0x41, 0, 0, 0), 0x24),
+        (cdb10(0x41, 0, BLOCKS as u32, 0), 0x21),
         (cdb16(0x93, 0, BLOCKS + 1, 1), 0x21),
         (cdb16(0x93, 0, u64::MAX, 1), 0x21),
-        (cdb16(0x93, 0, 0, 0x0100_0000), 0x24),
+        (cdb16(0x93, 0, 0, 0x0100_0000), 0x21),
         (cdb16(0x93, 0x10, 0, 1), 0x24),
     ] {
         let (c, _) = f.run(&mut n, 1, &cdb, &block);

@@ -71,7 +71,8 @@ fn vpd_pages() {
     assert_eq!(&d[rel_at..rel_at + 8], &[0x01, 0x14, 0, 4, 0, 0, 0, 1]);
     let (_, d) = vpd(&mut n, 0xB0);
     assert_eq!(d.len(), 64);
-    assert_eq!(d[4] & 1, 1, "WSNZ");
+    assert_eq!(d[4] & 1, 0, "WSNZ: zero blocks means to the end");
+    assert_eq!(&d[36..44], &[0; 8], "no MAXIMUM WRITE SAME LENGTH");
     assert_eq!(u32::from_be_bytes(d[8..12].try_into().unwrap()), 65536);
     assert!(u32::from_be_bytes(d[20..24].try_into().unwrap()) > 0);
     assert!(u32::from_be_bytes(d[24..28].try_into().unwrap()) > 0);
@@ -186,22 +187,22 @@ fn capacity_changed_ua_reaches_every_nexus() {
 }
 
 #[test]
-fn lun_reset_ua_to_others_and_releases_reservation() {
+fn lun_reset_ua_to_every_nexus_and_releases_reservation() {
     let f = fixture(Opts::default());
     let mut a = f.nexus("a");
     let mut b = f.nexus("b");
     let (c, _) = f.run(&mut a, 1, &[0x16, 0, 0, 0, 0, 0], &[]);
     assert_good(&c);
-    f.device.lun_reset(1, &a).unwrap();
-    assert!(f.device.lun_reset(3, &a).is_err());
-    let (c, _) = f.run(&mut a, 1, &[0, 0, 0, 0, 0, 0], &[]);
-    assert_good(&c);
-    let (c, _) = f.run(&mut b, 1, &[0, 0, 0, 0, 0, 0], &[]);
-    assert_sense(&c, SenseKey::UnitAttention, 0x29, 0x03);
+    f.device.lun_reset(1).unwrap();
+    assert!(f.device.lun_reset(3).is_err());
+    for nexus in [&mut a, &mut b] {
+        let (c, _) = f.run(nexus, 1, &[0, 0, 0, 0, 0, 0], &[]);
+        assert_sense(&c, SenseKey::UnitAttention, 0x29, 0x03);
+    }
     // The reservation is gone.
     let (c, _) = f.run(&mut b, 1, &[0, 0, 0, 0, 0, 0], &[]);
     assert_good(&c);
-    f.device.target_reset(&b);
+    f.device.target_reset();
     let (c, _) = f.run(&mut a, 1, &[0, 0, 0, 0, 0, 0], &[]);
     assert_sense(&c, SenseKey::UnitAttention, 0x29, 0x03);
 }
