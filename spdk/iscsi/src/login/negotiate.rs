@@ -318,6 +318,26 @@ impl Login {
         }
     }
 
+    /// A discovery session without discovery credentials of its own may
+    /// authenticate with the CHAP credentials of any target, so hosts use
+    /// one secret for discovery and login.
+    fn discovery_chap(&self, ctx: &LoginContext<'_>) -> bool {
+        self.target.is_none() && ctx.targets.list().iter().any(|t| t.access.chap.is_some())
+    }
+
+    /// The access rules of the target whose CHAP user is `user`, for a
+    /// discovery session authenticating as [`Self::discovery_chap`] allows.
+    fn discovery_credentials(&self, ctx: &LoginContext<'_>, user: &str) -> Option<Access> {
+        if self.target.is_some() {
+            return None;
+        }
+        ctx.targets
+            .list()
+            .into_iter()
+            .find(|t| t.access.chap.as_ref().is_some_and(|c| c.user == user))
+            .map(|t| t.access.clone())
+    }
+
     fn authenticated(&self, ctx: &LoginContext<'_>) -> bool {
         match self.auth {
             Auth::Done => true,
@@ -344,30 +364,34 @@ impl Login {
             if !matches!(self.auth, Auth::Start) {
                 return Err(LoginStatus::INITIATOR_ERROR);
             }
-            let offered: Vec<&str> = methods.split(',').collect();
-            if access.chap.is_some() {
-                if !offered.contains(&"CHAP") {
-                    return Err(LoginStatus::AUTHENTICATION_FAILED);
+            // §6.2: the first method in the initiator's list that we support.
+            // CHAP is supported when there are credentials to check; None
+            // only when the target requires no CHAP.
+            let chap_possible = access.chap.is_some() || self.discovery_chap(ctx);
+            let chosen = methods.split(',').find(|m| match *m {
+                "CHAP" => chap_possible,
+                "None" => access.chap.is_none(),
+                _ => false,
+            });
+            match chosen {
+                Some("CHAP") => {
+                    keys::push(out, "AuthMethod", "CHAP");
+                    self.auth = Auth::AwaitAlgorithm;
                 }
-                keys::push(out, "AuthMethod", "CHAP");
-                self.auth = Auth::AwaitAlgorithm;
-            } else {
-                // Without configured credentials there is nothing to check,
-                // so only None is acceptable.
-                if !offered.contains(&"None") {
-                    return Err(LoginStatus::AUTHENTICATION_FAILED);
+                Some(_) => {
+                    keys::push(out, "AuthMethod", "None");
+                    self.auth = Auth::Done;
                 }
-                keys::push(out, "AuthMethod", "None");
-                self.auth = Auth::Done;
+                None => return Err(LoginStatus::AUTHENTICATION_FAILED),
             }
         }
-        let Some(creds) = access.chap.as_ref() else {
-            // CHAP keys after AuthMethod=None.
+        if matches!(self.auth, Auth::Done | Auth::Start) {
+            // CHAP keys after AuthMethod=None, or before any AuthMethod.
             return match keys_in.iter().any(|(k, _)| k.starts_with("CHAP_")) {
                 true => Err(LoginStatus::INITIATOR_ERROR),
                 false => Ok(()),
             };
-        };
+        }
         if let Some(algorithms) = get("CHAP_A") {
             if !matches!(self.auth, Auth::AwaitAlgorithm) {
                 return Err(LoginStatus::INITIATOR_ERROR);
@@ -394,6 +418,16 @@ impl Login {
             return Err(LoginStatus::AUTHENTICATION_FAILED);
         };
         let resp = chap::decode_binary(resp).ok_or(LoginStatus::AUTHENTICATION_FAILED)?;
+        let access = match access.chap {
+            Some(_) => access,
+            None => self
+                .discovery_credentials(ctx, name)
+                .ok_or(LoginStatus::AUTHENTICATION_FAILED)?,
+        };
+        let creds = access
+            .chap
+            .as_ref()
+            .ok_or(LoginStatus::AUTHENTICATION_FAILED)?;
         let expected = chap::response(challenge.id, &creds.secret, &challenge.bytes);
         if name != creds.user || !chap::verify(&expected, &resp) {
             tracing::info!(user = %name, "CHAP authentication failed");
