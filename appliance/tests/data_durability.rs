@@ -1,139 +1,92 @@
 //! Writes acknowledged as durable survive `kill -9` of the daemon
 //! (ARCHITECTURE.md, Persistence): data written through a real initiator
-//! (libiscsi) to a `file` volume with FUA, or followed by SYNCHRONIZE CACHE,
-//! reads back unchanged after a hard kill and restart.
+//! (libiscsi, through `reservoir-initiator`) to a `file` volume with FUA,
+//! or followed by SYNCHRONIZE CACHE, reads back unchanged after a hard kill
+//! and restart.
 
-mod libiscsi;
 mod support;
 
-use libiscsi::Session;
+use reservoir_initiator::{Initiator, Pattern};
 use support::{Backend, Config, Daemon, INITIATOR_1};
 
 const IQN: &str = "iqn.2026-11.io.reservoir:durability";
 const VOLUME_MIB: u64 = 64;
-/// Largest single WRITE/READ this test issues, well under any sane block limit.
+/// Largest single WRITE/READ this test issues, well under any block limit.
 const MAX_TRANSFER: usize = 128 << 10;
 
-/// A run of blocks written with one seed.
+/// A run of blocks written with one pattern.
 #[derive(Debug, Clone, Copy)]
 struct Extent {
     lba: u64,
-    blocks: u32,
-    seed: u64,
+    blocks: u64,
+    pattern: Pattern,
     fua: bool,
 }
 
-/// Deterministic bytes that differ per seed and per position (xorshift64*).
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn portal(daemon: &Daemon) -> String {
-    format!("127.0.0.1:{}", daemon.port())
-}
-
-/// The extents: the first and last blocks of the volume, an unaligned run in
-/// the middle, and single blocks scattered across it; about half with FUA.
-fn extents(session: &Session) -> Vec<Extent> {
-    let blocks = session.blocks();
-    let per_transfer = (MAX_TRANSFER / session.block_size() as usize) as u32;
+/// The first and last blocks of the volume, an unaligned run in the middle,
+/// and single blocks scattered across it; about half written with FUA.
+fn extents(blocks: u64, block_size: u32) -> Vec<Extent> {
+    let per_transfer = (MAX_TRANSFER / block_size as usize) as u64;
+    let extent = |lba, blocks, seed, fua| Extent {
+        lba,
+        blocks,
+        pattern: Pattern::new(seed),
+        fua,
+    };
     let mut extents = vec![
-        Extent {
-            lba: 0,
-            blocks: per_transfer * 2,
-            seed: 1,
-            fua: true,
-        },
-        Extent {
-            lba: blocks / 2 + 3,
-            blocks: per_transfer / 2 + 5,
-            seed: 2,
-            fua: false,
-        },
-        Extent {
-            lba: blocks - 8,
-            blocks: 8,
-            seed: 3,
-            fua: true,
-        },
+        extent(0, per_transfer * 2, 1, true),
+        extent(blocks / 2 + 3, per_transfer / 2 + 5, 2, false),
+        extent(blocks - 8, 8, 3, true),
     ];
     let stride = blocks / 20;
-    for i in 1..16 {
-        extents.push(Extent {
-            lba: i * stride + 1,
-            blocks: 1,
-            seed: 10 + i,
-            fua: i % 2 == 0,
-        });
-    }
+    extents.extend((1..16).map(|i| extent(i * stride + 1, 1, 10 + i, i % 2 == 0)));
     extents
 }
 
-fn write_extent(session: &mut Session, extent: Extent) {
-    let block = session.block_size() as usize;
-    let data = pattern(extent.seed, extent.blocks as usize * block);
-    for (i, chunk) in data.chunks(MAX_TRANSFER).enumerate() {
-        let lba = extent.lba + (i * MAX_TRANSFER / block) as u64;
-        session.write(lba, chunk, extent.fua);
+/// Splits `extent` into transfers of at most MAX_TRANSFER bytes.
+fn transfers(extent: Extent, block_size: u32) -> impl Iterator<Item = (u64, u32)> {
+    let per_transfer = (MAX_TRANSFER / block_size as usize) as u64;
+    (0..extent.blocks)
+        .step_by(per_transfer as usize)
+        .map(move |done| {
+            (
+                extent.lba + done,
+                per_transfer.min(extent.blocks - done) as u32,
+            )
+        })
+}
+
+fn write_extent(session: &mut Initiator, extent: Extent, block_size: u32) {
+    for (lba, blocks) in transfers(extent, block_size) {
+        let mut data = vec![0u8; blocks as usize * block_size as usize];
+        extent.pattern.fill(lba, block_size as usize, &mut data);
+        session
+            .write(lba, &data, block_size, extent.fua)
+            .unwrap_or_else(|e| panic!("write of {extent:?} at {lba} failed: {e}"));
     }
 }
 
-fn read_extent(session: &mut Session, lba: u64, blocks: u32) -> Vec<u8> {
-    let block = session.block_size() as usize;
-    let per_transfer = (MAX_TRANSFER / block) as u32;
-    let mut data = Vec::with_capacity(blocks as usize * block);
-    let mut done = 0;
-    while done < blocks {
-        let n = per_transfer.min(blocks - done);
-        data.extend(session.read(lba + u64::from(done), n));
-        done += n;
-    }
-    data
-}
-
-fn assert_same(what: &str, extent: Extent, expected: &[u8], got: &[u8]) {
-    if let Some(offset) = expected.iter().zip(got).position(|(a, b)| a != b) {
-        panic!(
-            "{what}: extent {extent:?} differs first at byte {offset} (expected {:#04x}, read {:#04x})",
-            expected[offset], got[offset]
-        );
-    }
-    assert_eq!(
-        expected.len(),
-        got.len(),
-        "{what}: short read of {extent:?}"
-    );
-}
-
-fn verify(session: &mut Session, extents: &[Extent], what: &str) {
-    let block = session.block_size() as usize;
+fn verify(session: &mut Initiator, extents: &[Extent], block_size: u32, when: &str) {
     for &extent in extents {
-        let got = read_extent(session, extent.lba, extent.blocks);
-        assert_same(
-            what,
-            extent,
-            &pattern(extent.seed, extent.blocks as usize * block),
-            &got,
-        );
+        for (lba, blocks) in transfers(extent, block_size) {
+            let data = session
+                .read(lba, blocks, block_size)
+                .unwrap_or_else(|e| panic!("{when}: read at {lba} failed: {e}"));
+            if let Some(bad) = extent
+                .pattern
+                .first_mismatch(lba, block_size as usize, &data)
+            {
+                panic!("{when}: block {bad} of {extent:?} did not read back as written");
+            }
+        }
     }
-    // Never written: a fresh sparse file reads as zeros.
-    let untouched = Extent {
-        lba: extents[0].lba + u64::from(extents[0].blocks) + 7,
-        blocks: 16,
-        seed: 0,
-        fua: false,
-    };
-    let zeros = read_extent(session, untouched.lba, untouched.blocks);
-    assert_same(what, untouched, &vec![0; 16 * block], &zeros);
+    // Never written: a fresh sparse file reads as zeroes.
+    let untouched = extents[0].lba + extents[0].blocks + 7;
+    let zeroes = session.read(untouched, 16, block_size).unwrap();
+    assert!(
+        zeroes.iter().all(|&b| b == 0),
+        "{when}: unwritten blocks at {untouched} are not zero"
+    );
 }
 
 #[test]
@@ -148,34 +101,38 @@ fn acknowledged_writes_survive_kill_9() {
         )
         .target(IQN, &["vol0"]);
     let mut daemon = Daemon::start(&config);
+    let url = daemon.url(IQN, 0);
 
-    let mut session = Session::login(INITIATOR_1, &portal(&daemon), IQN, 0);
+    let mut session = support::connect(&url, INITIATOR_1);
+    let capacity = session.read_capacity().unwrap();
     assert_eq!(
-        session.blocks() * u64::from(session.block_size()),
+        capacity.blocks * u64::from(capacity.block_size),
         VOLUME_MIB << 20,
         "LUN size"
     );
-    let extents = extents(&session);
+    let extents = extents(capacity.blocks, capacity.block_size);
     for &extent in &extents {
-        write_extent(&mut session, extent);
+        write_extent(&mut session, extent, capacity.block_size);
     }
-    // The non-FUA extents become durable here (SBC-4 5.23).
-    session.synchronize_cache();
-    verify(&mut session, &extents, "before kill -9");
+    // The extents written without FUA become durable here (SBC-4 SYNCHRONIZE CACHE).
+    session.synchronize_cache().unwrap();
+    verify(
+        &mut session,
+        &extents,
+        capacity.block_size,
+        "before kill -9",
+    );
 
     // The session stays logged in while the target dies, as a host's would.
     daemon.kill_hard();
     drop(session);
     daemon.restart();
 
-    let mut session = Session::login(INITIATOR_1, &portal(&daemon), IQN, 0);
-    verify(&mut session, &extents, "after kill -9 and restart");
-}
-
-#[test]
-fn pattern_is_deterministic_and_seed_dependent() {
-    assert_eq!(pattern(7, 4096), pattern(7, 4096));
-    assert_ne!(pattern(7, 4096), pattern(8, 4096));
-    assert_eq!(pattern(7, 13).len(), 13);
-    assert!(pattern(7, 4096).iter().any(|&b| b != 0));
+    let mut session = support::connect(&url, INITIATOR_1);
+    verify(
+        &mut session,
+        &extents,
+        capacity.block_size,
+        "after kill -9 and restart",
+    );
 }

@@ -398,3 +398,29 @@ fn terminate(child: &mut Child) -> ExitStatus {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Logs in to `url` as `initiator` through the project's own initiator and
+/// takes the unit attentions a new I_T nexus starts with (power-on reset,
+/// SPC-4 5.14), so the caller's first command sees the LUN itself.
+pub fn connect(url: &str, initiator: &str) -> reservoir_initiator::Initiator {
+    connect_with(url, reservoir_initiator::ConnectOptions::new(initiator))
+}
+
+/// [`connect`] with explicit options (a fixed ISID, digests, a timeout).
+pub fn connect_with(
+    url: &str,
+    options: reservoir_initiator::ConnectOptions,
+) -> reservoir_initiator::Initiator {
+    let mut session = reservoir_initiator::Initiator::connect(url, options)
+        .unwrap_or_else(|e| panic!("login to {url} failed: {e}"));
+    for _ in 0..8 {
+        match session.test_unit_ready() {
+            Ok(()) => return session,
+            Err(e)
+                if e.sense()
+                    .is_some_and(|s| s.key == reservoir_initiator::SenseKey::UnitAttention) => {}
+            Err(e) => panic!("TEST UNIT READY on {url} failed: {e}"),
+        }
+    }
+    panic!("{url} keeps reporting unit attentions");
+}
