@@ -90,12 +90,20 @@ pub fn serve(config: &Config) -> Result<()> {
         PORTAL_GROUP_TAG,
         portals.clone(),
     ));
-    let reactors = ReactorPool::start(config.server.reactors.as_deref(), &portals, context)?;
+    // The control socket is up before the portals, so a client that sees a
+    // portal accept can already reach it.
     let socket = config.server.rpc_socket_path();
     let rpc = RpcServer::start(
         &socket,
         Arc::new(Api::new(volumes.clone(), sessions, views.clone())),
     )?;
+    let reactors = match ReactorPool::start(config.server.reactors.as_deref(), &portals, context) {
+        Ok(reactors) => reactors,
+        Err(error) => {
+            rpc.stop();
+            return Err(error.into());
+        }
+    };
 
     print_banner(config, &views, &reactors, &socket);
     let signal = wait_for(&signals)?;

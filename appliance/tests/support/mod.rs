@@ -264,6 +264,19 @@ impl Daemon {
         )
     }
 
+    /// The config file the daemon was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Runs the `reservoir` CLI against this daemon (`--config` its file).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run(Command::new(env!("CARGO_BIN_EXE_reservoir"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args))
+    }
+
     /// `iscsi://127.0.0.1:PORT`, the form `iscsi-ls` takes.
     pub fn portal_url(&self) -> String {
         format!("iscsi://127.0.0.1:{}", self.port)
