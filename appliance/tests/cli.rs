@@ -207,3 +207,18 @@ fn malformed_pdus_close_their_connection_and_spare_the_others() {
     assert_eq!(host.read(8, 8, 512).unwrap(), data);
     ok("volume list", daemon.cli(&["volume", "list"]));
 }
+
+#[test]
+fn resizing_an_exported_volume_raises_capacity_data_has_changed() {
+    let daemon = Daemon::start(&Config::single_malloc("vol0", 16, IQN));
+    let mut host = support::connect(&daemon.url(IQN, 0), INITIATOR_1);
+    assert_eq!(host.read_capacity().unwrap().blocks, (16 << 20) / 512);
+
+    ok("volume resize", daemon.cli(&["volume", "resize", "vol0", "32MiB"]));
+    // SPC-4 5.14: the next command reports CAPACITY DATA HAS CHANGED (2Ah/09h).
+    let error = host.test_unit_ready().expect_err("a unit attention");
+    let sense = error.sense().expect("sense data");
+    assert_eq!(sense.key, reservoir_initiator::SenseKey::UnitAttention, "{error}");
+    assert_eq!((sense.asc, sense.ascq), (0x2a, 0x09), "{error}");
+    assert_eq!(host.read_capacity().unwrap().blocks, (32 << 20) / 512);
+}
