@@ -214,11 +214,18 @@ fn resizing_an_exported_volume_raises_capacity_data_has_changed() {
     let mut host = support::connect(&daemon.url(IQN, 0), INITIATOR_1);
     assert_eq!(host.read_capacity().unwrap().blocks, (16 << 20) / 512);
 
-    ok("volume resize", daemon.cli(&["volume", "resize", "vol0", "32MiB"]));
+    ok(
+        "volume resize",
+        daemon.cli(&["volume", "resize", "vol0", "32MiB"]),
+    );
     // SPC-4 5.14: the next command reports CAPACITY DATA HAS CHANGED (2Ah/09h).
     let error = host.test_unit_ready().expect_err("a unit attention");
     let sense = error.sense().expect("sense data");
-    assert_eq!(sense.key, reservoir_initiator::SenseKey::UnitAttention, "{error}");
+    assert_eq!(
+        sense.key,
+        reservoir_initiator::SenseKey::UnitAttention,
+        "{error}"
+    );
     assert_eq!((sense.asc, sense.ascq), (0x2a, 0x09), "{error}");
     assert_eq!(host.read_capacity().unwrap().blocks, (32 << 20) / 512);
 }
