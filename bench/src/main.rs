@@ -1,1 +1,71 @@
-fn main() {}
+//! `reservoir-bench`: Reservoir, tgt and istgt side by side on loopback,
+//! measured with fio's libiscsi engine and libiscsi's iscsi-perf.
+//!
+//! One run: find or build the tools, measure the loopback TCP floor, start
+//! every target with identical 1 GiB LUNs on free 127.0.0.1 ports, write
+//! each LUN once, then run every point against each target in turn
+//! (interleaved, so drift in a noisy machine hits all targets alike),
+//! repeated, and report medians as Markdown, JSON and PNG charts under
+//! `bench/results/`. Everything started is stopped on exit, error or Ctrl-C.
+
+mod chart;
+mod error;
+mod fio;
+mod iscsi_perf;
+mod loopback;
+mod matrix;
+mod process;
+mod procfs;
+mod report;
+mod runner;
+mod setup;
+mod stats;
+mod targets;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::matrix::TargetKind;
+
+/// Benchmark Reservoir against tgt and istgt on this machine (loopback).
+#[derive(Debug, Parser)]
+#[command(name = "reservoir-bench", version)]
+pub struct Args {
+    /// A minute or two: the goal points only, shorter runs, one repetition.
+    #[arg(long)]
+    pub quick: bool,
+    /// Targets to compare, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "reservoir,tgt,istgt")]
+    pub targets: Vec<TargetKind>,
+    /// Seconds per fio run [default: 15, or 5 with --quick].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub runtime: Option<u64>,
+    /// Repetitions per point; the report shows medians [default: 3, or 1 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub reps: Option<u32>,
+    /// fio with the libiscsi engine (default: found, or built into bench/.cache).
+    #[arg(long, value_name = "PATH")]
+    pub fio: Option<PathBuf>,
+    /// The release `reservoir` binary (default: target/release/reservoir, built if missing).
+    #[arg(long, value_name = "PATH")]
+    pub reservoir: Option<PathBuf>,
+    /// Directory for results [default: bench/results].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Directory on local disk (not tmpfs) for the file LUNs' images.
+    #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
+    pub scratch: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match runner::run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\nreservoir-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

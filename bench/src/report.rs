@@ -1,0 +1,447 @@
+//! A run's record (serialised as the JSON result) and its Markdown report.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::loopback::Floor;
+use crate::matrix::{Backing, TargetKind, Workload};
+use crate::stats::{median, ratio};
+
+/// Which client produced a measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Client {
+    Fio,
+    IscsiPerf,
+}
+
+/// One repetition of one point on one target.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Repetition {
+    pub iops: f64,
+    pub bytes_per_second: f64,
+    /// Latency percentiles in nanoseconds; iscsi-perf reports none.
+    pub lat_p50_ns: Option<f64>,
+    pub lat_p99_ns: Option<f64>,
+    pub lat_p999_ns: Option<f64>,
+    pub total_ios: f64,
+    pub wall_seconds: f64,
+    /// CPU the target process used during the run (user + system).
+    pub target_cpu_seconds: f64,
+    /// CPU the client (fio and its job processes) used during the run.
+    pub client_cpu_seconds: f64,
+    /// The target's VmHWM after the run.
+    pub target_peak_rss_kib: u64,
+}
+
+/// All repetitions of one point on one target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measurement {
+    pub client: Client,
+    pub backing: Backing,
+    pub workload: Workload,
+    pub target: TargetKind,
+    pub repetitions: Vec<Repetition>,
+}
+
+/// Medians over a measurement's repetitions, in report units.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Summary {
+    pub iops: f64,
+    pub megabytes_per_second: f64,
+    pub lat_p50_us: Option<f64>,
+    pub lat_p99_us: Option<f64>,
+    pub lat_p999_us: Option<f64>,
+    /// Target CPU seconds per million I/Os (numerically, µs per I/O).
+    pub target_cpu_s_per_million_ios: Option<f64>,
+    /// Client CPU as a percentage of one core.
+    pub client_cpu_percent: Option<f64>,
+    pub target_peak_rss_mib: f64,
+}
+
+impl Measurement {
+    pub fn summary(&self) -> Summary {
+        let of = |f: &dyn Fn(&Repetition) -> Option<f64>| -> Option<f64> {
+            let values: Vec<f64> = self.repetitions.iter().filter_map(f).collect();
+            median(&values)
+        };
+        let us = |ns: Option<f64>| ns.map(|v| v / 1e3);
+        Summary {
+            iops: of(&|r| Some(r.iops)).unwrap_or(0.0),
+            megabytes_per_second: of(&|r| Some(r.bytes_per_second / 1e6)).unwrap_or(0.0),
+            lat_p50_us: of(&|r| us(r.lat_p50_ns)),
+            lat_p99_us: of(&|r| us(r.lat_p99_ns)),
+            lat_p999_us: of(&|r| us(r.lat_p999_ns)),
+            target_cpu_s_per_million_ios: of(&|r| {
+                ratio(r.target_cpu_seconds, r.total_ios).map(|x| x * 1e6)
+            }),
+            client_cpu_percent: of(&|r| {
+                ratio(r.client_cpu_seconds, r.wall_seconds).map(|x| x * 100.0)
+            }),
+            target_peak_rss_mib: of(&|r| Some(r.target_peak_rss_kib as f64 / 1024.0))
+                .unwrap_or(0.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Parameters {
+    pub quick: bool,
+    pub runtime_seconds: u64,
+    pub repetitions: u32,
+    pub targets: Vec<TargetKind>,
+    pub lun_bytes: u64,
+    pub fio: String,
+    pub reservoir_binary: String,
+    pub command: String,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub started_utc: String,
+    pub git_revision: String,
+    pub machine: Machine,
+    pub parameters: Parameters,
+    pub loopback_floor: Floor,
+    pub measurements: Vec<Measurement>,
+    /// Repetitions that did not complete, with the reason.
+    pub failures: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct MeasurementJson<'a> {
+    #[serde(flatten)]
+    measurement: &'a Measurement,
+    median: Summary,
+}
+
+/// The JSON layout: the record with each measurement's medians added.
+#[derive(Serialize)]
+struct RunJson<'a> {
+    started_utc: &'a str,
+    git_revision: &'a str,
+    machine: &'a Machine,
+    parameters: &'a Parameters,
+    loopback_floor: &'a Floor,
+    measurements: Vec<MeasurementJson<'a>>,
+    failures: &'a [String],
+}
+
+impl RunRecord {
+    /// The JSON result: the record plus each measurement's medians.
+    pub fn to_json(&self) -> String {
+        let json = RunJson {
+            started_utc: &self.started_utc,
+            git_revision: &self.git_revision,
+            machine: &self.machine,
+            parameters: &self.parameters,
+            loopback_floor: &self.loopback_floor,
+            measurements: self
+                .measurements
+                .iter()
+                .map(|m| MeasurementJson {
+                    measurement: m,
+                    median: m.summary(),
+                })
+                .collect(),
+            failures: &self.failures,
+        };
+        let mut text = serde_json::to_string_pretty(&json).expect("the run record serialises");
+        text.push('\n');
+        text
+    }
+
+    fn find(
+        &self,
+        client: Client,
+        backing: Backing,
+        workload: &Workload,
+        target: TargetKind,
+    ) -> Option<&Measurement> {
+        self.measurements.iter().find(|m| {
+            m.client == client
+                && m.backing == backing
+                && m.workload == *workload
+                && m.target == target
+        })
+    }
+}
+
+fn opt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "–".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+fn times(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×"))
+}
+
+const TABLE_HEAD: &str = "| workload | target | IOPS | MB/s | p50 µs | p99 µs | p99.9 µs | target CPU s/M I/O | client CPU % | target peak RSS MiB | ×tgt | ×istgt |\n\
+|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+
+/// The Markdown report: header, one table per client and backing, and the
+/// loopback floor with each target's QD1 latency above it.
+pub fn render_markdown(record: &RunRecord) -> String {
+    let mut out = String::new();
+    let p = &record.parameters;
+    let _ = writeln!(out, "# Reservoir benchmark, {}\n", record.started_utc);
+    let _ = writeln!(
+        out,
+        "git `{}` · {} × {} · Linux {} · {} · runtime {} s × {} rep(s), medians · 1 GiB LUNs on 127.0.0.1\n",
+        record.git_revision,
+        record.machine.nproc,
+        record.machine.cpu_model,
+        record.machine.kernel,
+        p.fio,
+        p.runtime_seconds,
+        p.repetitions,
+    );
+    let _ = writeln!(out, "Command: `{}`\n", p.command);
+    let sections = [
+        (
+            Client::Fio,
+            Backing::Ram,
+            "fio (libiscsi engine), RAM-backed LUN",
+        ),
+        (
+            Client::Fio,
+            Backing::File,
+            "fio (libiscsi engine), file on local disk (O_DIRECT)",
+        ),
+        (
+            Client::IscsiPerf,
+            Backing::Ram,
+            "iscsi-perf (libiscsi), RAM-backed LUN",
+        ),
+    ];
+    for (client, backing, title) in sections {
+        let rows: Vec<&Measurement> = record
+            .measurements
+            .iter()
+            .filter(|m| m.client == client && m.backing == backing)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "## {title}\n");
+        out.push_str(TABLE_HEAD);
+        for m in rows {
+            let s = m.summary();
+            let vs = |peer| {
+                if m.target != TargetKind::Reservoir {
+                    return None;
+                }
+                let peer = record.find(m.client, m.backing, &m.workload, peer)?;
+                ratio(s.iops, peer.summary().iops)
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+                m.workload.name,
+                m.target,
+                s.iops,
+                s.megabytes_per_second,
+                opt(s.lat_p50_us, 1),
+                opt(s.lat_p99_us, 1),
+                opt(s.lat_p999_us, 1),
+                opt(s.target_cpu_s_per_million_ios, 1),
+                opt(s.client_cpu_percent, 0),
+                s.target_peak_rss_mib,
+                times(vs(TargetKind::Tgt)),
+                times(vs(TargetKind::Istgt)),
+            );
+        }
+        out.push('\n');
+    }
+    render_floor(&mut out, record);
+    if !record.failures.is_empty() {
+        let _ = writeln!(out, "## Failed repetitions\n");
+        for failure in &record.failures {
+            let _ = writeln!(out, "- {failure}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn render_floor(out: &mut String, record: &RunRecord) {
+    let f = &record.loopback_floor;
+    let _ = writeln!(out, "## Loopback TCP floor (same run)\n");
+    let _ = writeln!(
+        out,
+        "Ping-pong round trip of 48 bytes: p50 {:.1} µs, p99 {:.1} µs, min {:.1} µs ({} round trips). \
+         One stream: {:.2} GB/s.\n",
+        f.rtt_p50_us,
+        f.rtt_p99_us,
+        f.rtt_min_us,
+        f.round_trips,
+        f.stream_bytes_per_second / 1e9
+    );
+    let qd1: Vec<&Measurement> = record
+        .measurements
+        .iter()
+        .filter(|m| {
+            m.client == Client::Fio
+                && m.backing == Backing::Ram
+                && m.workload == crate::matrix::RANDREAD_QD1
+        })
+        .collect();
+    if qd1.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| target | 4k randread QD1 p50 µs | minus RTT p50 µs |\n|---|--:|--:|"
+    );
+    for m in qd1 {
+        let p50 = m.summary().lat_p50_us;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            m.target,
+            opt(p50, 1),
+            opt(p50.map(|v| v - f.rtt_p50_us), 1)
+        );
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::{RANDREAD_QD1, RANDREAD_QD32};
+
+    fn rep(iops: f64, p50_ns: f64) -> Repetition {
+        Repetition {
+            iops,
+            bytes_per_second: iops * 4096.0,
+            lat_p50_ns: Some(p50_ns),
+            lat_p99_ns: Some(p50_ns * 2.0),
+            lat_p999_ns: Some(p50_ns * 3.0),
+            total_ios: iops * 10.0,
+            wall_seconds: 10.0,
+            target_cpu_seconds: iops * 10.0 * 20e-6,
+            client_cpu_seconds: 5.0,
+            target_peak_rss_kib: 2048,
+        }
+    }
+
+    fn measurement(target: TargetKind, workload: Workload, reps: Vec<Repetition>) -> Measurement {
+        Measurement {
+            client: Client::Fio,
+            backing: Backing::Ram,
+            workload,
+            target,
+            repetitions: reps,
+        }
+    }
+
+    fn record() -> RunRecord {
+        RunRecord {
+            started_utc: "2026-11-25T10:00:00Z".into(),
+            git_revision: "abc1234".into(),
+            machine: Machine {
+                nproc: 2,
+                cpu_model: "Test CPU".into(),
+                kernel: "6.1.0".into(),
+            },
+            parameters: Parameters {
+                quick: true,
+                runtime_seconds: 10,
+                repetitions: 3,
+                targets: TargetKind::ALL.to_vec(),
+                lun_bytes: 1 << 30,
+                fio: "fio-3.33".into(),
+                reservoir_binary: "target/release/reservoir".into(),
+                command: "reservoir-bench --quick".into(),
+            },
+            loopback_floor: Floor {
+                round_trips: 1000,
+                rtt_p50_us: 20.0,
+                rtt_p99_us: 40.0,
+                rtt_min_us: 10.0,
+                stream_bytes_per_second: 2.9e9,
+            },
+            measurements: vec![
+                measurement(
+                    TargetKind::Reservoir,
+                    RANDREAD_QD32,
+                    vec![
+                        rep(90_000.0, 300e3),
+                        rep(80_000.0, 350e3),
+                        rep(100_000.0, 280e3),
+                    ],
+                ),
+                measurement(TargetKind::Tgt, RANDREAD_QD32, vec![rep(40_000.0, 800e3)]),
+                measurement(TargetKind::Istgt, RANDREAD_QD32, vec![rep(60_000.0, 500e3)]),
+                measurement(
+                    TargetKind::Reservoir,
+                    RANDREAD_QD1,
+                    vec![rep(20_000.0, 30e3)],
+                ),
+            ],
+            failures: vec![],
+        }
+    }
+
+    #[test]
+    fn summary_takes_medians_in_report_units() {
+        let s = record().measurements[0].summary();
+        assert_eq!(s.iops, 90_000.0);
+        assert_eq!(s.lat_p50_us, Some(300.0));
+        assert!((s.megabytes_per_second - 90_000.0 * 4096.0 / 1e6).abs() < 1e-9);
+        // 20 µs of target CPU per I/O is 20 s per million I/Os.
+        assert!((s.target_cpu_s_per_million_ios.unwrap() - 20.0).abs() < 1e-9);
+        assert_eq!(s.client_cpu_percent, Some(50.0));
+        assert_eq!(s.target_peak_rss_mib, 2.0);
+    }
+
+    #[test]
+    fn markdown_has_ratios_on_reservoir_rows_only() {
+        let md = render_markdown(&record());
+        let row = |target: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| 4k randread qd32 | {target} |")))
+                .unwrap_or_else(|| panic!("no {target} row in\n{md}"))
+                .to_owned()
+        };
+        assert!(
+            row("reservoir").ends_with("| 2.25× | 1.50× |"),
+            "{}",
+            row("reservoir")
+        );
+        assert!(row("tgt").ends_with("| – | – |"));
+        assert!(row("reservoir")
+            .contains("| 90000 | 368.6 | 300.0 | 600.0 | 900.0 | 20.0 | 50 | 2.0 |"));
+        assert!(md.contains("## fio (libiscsi engine), RAM-backed LUN"));
+        assert!(
+            !md.contains("file on local disk"),
+            "no file rows, no file table"
+        );
+        assert!(
+            md.contains("| reservoir | 30.0 | 10.0 |"),
+            "QD1 minus floor:\n{md}"
+        );
+        assert!(md.contains("One stream: 2.90 GB/s."));
+    }
+
+    #[test]
+    fn json_has_every_repetition_and_the_medians() {
+        let json: serde_json::Value = serde_json::from_str(&record().to_json()).unwrap();
+        assert_eq!(json["git_revision"], "abc1234");
+        assert_eq!(json["machine"]["nproc"], 2);
+        let first = &json["measurements"][0];
+        assert_eq!(first["target"], "reservoir");
+        assert_eq!(first["repetitions"].as_array().unwrap().len(), 3);
+        assert_eq!(first["median"]["iops"], 90_000.0);
+        assert_eq!(json["measurements"].as_array().unwrap().len(), 4);
+    }
+}
