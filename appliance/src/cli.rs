@@ -51,6 +51,74 @@ pub enum SessionCommand {
     List,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ReservationCommand {
+    /// Show the registrations and the reservation of a volume's LUNs.
+    Show { volume: String },
+    /// Administrator recovery: drop every registration and reservation of
+    /// a volume's LUNs (registered hosts get RESERVATIONS PREEMPTED).
+    Clear { volume: String },
+}
+
+pub fn reservation(client: &mut Client, command: ReservationCommand, output: Output) -> Result<()> {
+    let (result, cleared) = match command {
+        ReservationCommand::Show { volume } => (
+            client.call("reservation_show", json!({ "volume": volume }))?,
+            None,
+        ),
+        ReservationCommand::Clear { volume } => (
+            client.call("reservation_clear", json!({ "volume": volume }))?,
+            Some(volume),
+        ),
+    };
+    if output.json {
+        return print_json(&result);
+    }
+    if let Some(volume) = cleared {
+        println!("cleared every registration and reservation of volume {volume}");
+        return Ok(());
+    }
+    for export in result.as_array().into_iter().flatten() {
+        let reservation = match &export["reservation"] {
+            Value::Null => "none".to_owned(),
+            r => format!("{} (key {})", text(&r["type"]), text(&r["key"])),
+        };
+        println!(
+            "{} LUN {}: generation {}, APTPL {}, reservation {}",
+            text(&export["target"]),
+            text(&export["lun"]),
+            text(&export["generation"]),
+            if export["aptpl"].as_bool() == Some(true) {
+                "on"
+            } else {
+                "off"
+            },
+            reservation
+        );
+        let rows: Vec<Vec<String>> = export["registrations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                vec![
+                    text(&r["initiator"]),
+                    text(&r["isid"]),
+                    text(&r["target_port"]),
+                    text(&r["key"]),
+                    if r["holder"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .to_owned(),
+                ]
+            })
+            .collect();
+        table::print(&["INITIATOR", "ISID", "PORT", "KEY", "HOLDER"], &rows);
+    }
+    Ok(())
+}
+
 pub fn volume(client: &mut Client, command: VolumeCommand, output: Output) -> Result<()> {
     let result = match command {
         VolumeCommand::List => client.call("volume_list", Value::Null)?,

@@ -13,6 +13,7 @@ use reservoir_reactor::ReactorPool;
 use reservoir_scsi::{Device, Lun, LunOptions, TargetPort};
 use reservoir_target_config::{ChapCredentials, Config};
 
+use crate::reservations::{FileStore, Reservations};
 use crate::rpc::{Api, LunView, RpcServer, TargetView};
 use crate::volumes::Volumes;
 
@@ -31,6 +32,15 @@ pub fn serve(config: &Config) -> Result<()> {
     let volumes = Arc::new(Volumes::open(data_dir, &config.volumes)?);
     let targets = Arc::new(Targets::new());
     let mut views = Vec::new();
+    let mut reservations = Reservations::default();
+    let exports = |volume: &str| {
+        config
+            .targets
+            .iter()
+            .flat_map(|t| &t.luns)
+            .filter(|l| l.as_str() == volume)
+            .count()
+    };
     for target in &config.targets {
         let iqn = target.iqn.to_string();
         let mut luns = Vec::new();
@@ -39,14 +49,25 @@ pub fn serve(config: &Config) -> Result<()> {
             let volume = volumes
                 .get(name.as_str())
                 .with_context(|| format!("target {iqn} names unknown volume {name}"))?;
-            let lun = Arc::new(Lun::new(
-                volume.bdev.clone(),
-                LunOptions {
-                    read_only: target.read_only,
-                    identity: volume.identity.clone(),
-                },
-            ));
+            let store = FileStore::new(
+                data_dir,
+                name.as_str(),
+                (&iqn, index as u64),
+                exports(name.as_str()) > 1,
+            );
+            let lun = Arc::new(
+                Lun::open(
+                    volume.bdev.clone(),
+                    LunOptions {
+                        read_only: target.read_only,
+                        identity: volume.identity.clone(),
+                        reservations: Some(Arc::new(store)),
+                    },
+                )
+                .with_context(|| format!("volume {name} of target {iqn}"))?,
+            );
             volume.attach_lun(lun.clone());
+            reservations.add(name.as_str(), &iqn, index as u64, lun.clone());
             luns.push((index as u64, lun));
             lun_views.push(LunView {
                 lun: index as u64,
@@ -95,7 +116,10 @@ pub fn serve(config: &Config) -> Result<()> {
     let socket = config.server.rpc_socket_path();
     let rpc = RpcServer::start(
         &socket,
-        Arc::new(Api::new(volumes.clone(), sessions, views.clone())),
+        Arc::new(
+            Api::new(volumes.clone(), sessions, views.clone())
+                .with_reservations(Arc::new(reservations)),
+        ),
     )?;
     let reactors = match ReactorPool::start(config.server.reactors.as_deref(), &portals, context) {
         Ok(reactors) => reactors,

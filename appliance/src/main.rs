@@ -3,6 +3,7 @@
 
 mod cli;
 mod daemon;
+mod reservations;
 mod rpc;
 mod store;
 mod table;
@@ -43,6 +44,9 @@ enum Command {
     /// Logged-in iSCSI sessions.
     #[command(subcommand)]
     Session(cli::SessionCommand),
+    /// Persistent reservations of a volume's LUNs.
+    #[command(subcommand)]
+    Reservation(cli::ReservationCommand),
     /// Print a commented example config file.
     ExampleConfig,
 }
@@ -92,6 +96,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Command::Volume(c) => cli::volume(&mut client, c, output),
                 Command::Target(c) => cli::target(&mut client, c, output),
                 Command::Session(c) => cli::session(&mut client, c, output),
+                Command::Reservation(c) => cli::reservation(&mut client, c, output),
                 Command::Serve | Command::ExampleConfig => unreachable!("handled above"),
             }
         }

@@ -31,13 +31,19 @@ pub fn write_record<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         body,
     };
     let bytes = serde_json::to_vec_pretty(&envelope)?;
+    write_bytes(path, &bytes)
+}
+
+/// Writes `bytes` to `path` crash-atomically, as they are: for records
+/// that carry their own version and checksum (reservation tables).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
     let tmp = path.with_extension("tmp");
     let mut file =
         File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(&bytes)
+    file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::protocol::{self, RpcError};
+use crate::reservations::Reservations;
 use crate::volumes::{Volume, VolumeSpec, Volumes};
 
 /// What `target_list` reports of one target; fixed when the daemon starts.
@@ -34,6 +35,13 @@ pub struct Api {
     volumes: Arc<Volumes>,
     sessions: Arc<Sessions>,
     targets: Vec<TargetView>,
+    reservations: Arc<Reservations>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeParams {
+    volume: String,
 }
 
 #[derive(Deserialize)]
@@ -68,7 +76,14 @@ impl Api {
             volumes,
             sessions,
             targets,
+            reservations: Arc::default(),
         }
+    }
+
+    /// The LUNs' reservation tables, for `reservation_show` and `reservation_clear`.
+    pub fn with_reservations(mut self, reservations: Arc<Reservations>) -> Self {
+        self.reservations = reservations;
+        self
     }
 
     pub fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
@@ -152,6 +167,18 @@ impl Api {
                         })
                         .collect(),
                 ))
+            }
+            "reservation_show" => {
+                let p: VolumeParams = parse(params)?;
+                self.reservations
+                    .show(&p.volume)
+                    .map_err(|e| RpcError::failed(&e.into()))
+            }
+            "reservation_clear" => {
+                let p: VolumeParams = parse(params)?;
+                self.reservations
+                    .clear(&p.volume)
+                    .map_err(|e| RpcError::failed(&e.into()))
             }
             other => Err(RpcError::new(
                 protocol::METHOD_NOT_FOUND,

@@ -40,12 +40,12 @@ pub use crate::error::Error;
 pub use crate::isid::Isid;
 pub use crate::pattern::Pattern;
 pub use crate::scsi::{
-    Capacity, PrOutAction, PrOutFlags, RegisteredKeys, ReservationKey, ReservationStatus,
-    ReservationType, ScsiStatus, Sense, SenseKey,
+    Capacity, FullStatus, FullStatusEntry, PrOutAction, PrOutFlags, RegisteredKeys, ReservationKey,
+    ReservationStatus, ReservationType, ScsiStatus, Sense, SenseKey,
 };
 pub use crate::url::{Chap, TargetUrl};
 
-use crate::scsi::{decode_read_keys, decode_read_reservation, PrIn};
+use crate::scsi::{decode_read_full_status, decode_read_keys, decode_read_reservation, PrIn};
 use crate::session::Session;
 
 /// Session parameters that do not come from the URL.
@@ -244,6 +244,31 @@ impl Initiator {
                     return Err(Error::Malformed {
                         what: "PERSISTENT RESERVE IN / READ KEYS",
                         reason: "key list does not fit the largest allocation length",
+                    })
+                }
+            }
+        }
+    }
+
+    /// PERSISTENT RESERVE IN / READ FULL STATUS (SPC-4 §6.16.5): every
+    /// registration with its I_T nexus and whether it holds the reservation.
+    pub fn pr_read_full_status(&mut self) -> Result<FullStatus, Error> {
+        let mut allocation = PR_IN_INITIAL_ALLOCATION;
+        loop {
+            let data = self.pr_in(
+                "PERSISTENT RESERVE IN / READ FULL STATUS",
+                sys::SCSI_PERSISTENT_RESERVE_READ_FULL_STATUS,
+                allocation,
+            )?;
+            match decode_read_full_status(&data)? {
+                PrIn::Complete(status) => return Ok(status),
+                PrIn::NeedsBytes(n) if usize::from(allocation) < n && allocation < u16::MAX => {
+                    allocation = u16::try_from(n).unwrap_or(u16::MAX);
+                }
+                PrIn::NeedsBytes(_) => {
+                    return Err(Error::Malformed {
+                        what: "PERSISTENT RESERVE IN / READ FULL STATUS",
+                        reason: "status does not fit the largest allocation length",
                     })
                 }
             }

@@ -335,6 +335,82 @@ pub(crate) fn decode_read_reservation(data: &[u8]) -> Result<ReservationStatus, 
     }
 }
 
+/// One READ FULL STATUS descriptor (SPC-4 §6.16.5): a registered I_T nexus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullStatusEntry {
+    pub key: ReservationKey,
+    /// Registered with ALL_TG_PT = 1.
+    pub all_tg_pt: bool,
+    /// This nexus holds the reservation.
+    pub holder: bool,
+    /// The reservation's type when `holder`.
+    pub kind: Option<ReservationType>,
+    pub relative_target_port: u16,
+    /// The initiator port's TransportID (SPC-4 §7.6.4.6 for iSCSI).
+    pub transport_id: Vec<u8>,
+}
+
+impl FullStatusEntry {
+    /// The iSCSI name in the TransportID, without the `,i,0x<ISID>` part.
+    pub fn initiator_name(&self) -> Option<&str> {
+        let name = self.transport_id.get(4..)?;
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        let name = std::str::from_utf8(&name[..end]).ok()?;
+        Some(name.split(",i,0x").next().unwrap_or(name))
+    }
+}
+
+/// READ FULL STATUS parameter data (SPC-4 §6.16.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullStatus {
+    pub generation: u32,
+    pub entries: Vec<FullStatusEntry>,
+}
+
+pub(crate) fn decode_read_full_status(data: &[u8]) -> Result<PrIn<FullStatus>, Error> {
+    let malformed = |reason| Error::Malformed {
+        what: "PERSISTENT RESERVE IN / READ FULL STATUS",
+        reason,
+    };
+    let generation = be_u32(data, 0).ok_or(malformed("shorter than the 8-byte header"))?;
+    let additional = be_u32(data, 4).ok_or(malformed("shorter than the 8-byte header"))? as usize;
+    if data.len() < 8 + additional {
+        return Ok(PrIn::NeedsBytes(8 + additional));
+    }
+    let mut rest = &data[8..8 + additional];
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        let key = be_u64(rest, 0).ok_or(malformed("descriptor truncated"))?;
+        let flags = *rest.get(12).ok_or(malformed("descriptor truncated"))?;
+        let scope_type = *rest.get(13).ok_or(malformed("descriptor truncated"))?;
+        let port = rest
+            .get(18..20)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or(malformed("descriptor truncated"))?;
+        let len = be_u32(rest, 20).ok_or(malformed("descriptor truncated"))? as usize;
+        let transport_id = rest
+            .get(24..24 + len)
+            .ok_or(malformed("TransportID truncated"))?
+            .to_vec();
+        let holder = flags & 0x01 != 0;
+        entries.push(FullStatusEntry {
+            key: ReservationKey(key),
+            all_tg_pt: flags & 0x02 != 0,
+            holder,
+            kind: holder
+                .then(|| ReservationType::from_code(scope_type & 0x0f))
+                .flatten(),
+            relative_target_port: port,
+            transport_id,
+        });
+        rest = &rest[24 + len..];
+    }
+    Ok(PrIn::Complete(FullStatus {
+        generation,
+        entries,
+    }))
+}
+
 fn be_u32(data: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?))
 }

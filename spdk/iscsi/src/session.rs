@@ -271,7 +271,7 @@ impl Session {
         // §4.7.3: unsolicited Data-Out follows unless F is set or InitialR2T=Yes.
         let unsolicited = (c.write && !c.final_ && !self.params.initial_r2t)
             .then(|| self.params.first_burst.min(c.expected_len));
-        let task = Task::new(
+        let mut task = Task::new(
             c.itt,
             c.lun,
             parsed,
@@ -279,6 +279,9 @@ impl Session {
             frame.data,
             unsolicited,
         );
+        if let Some(nexus) = &self.nexus {
+            task.abort_epoch = nexus.abort_epoch(c.lun);
+        }
         self.tasks.insert(c.itt, task);
         if c.immediate {
             if let Some(t) = self.tasks.get_mut(&c.itt) {
@@ -320,6 +323,12 @@ impl Session {
     fn execute(&mut self, tx: &mut Tx, task: Task) {
         let mut data_in = Vec::new();
         let completion = match (&task.command, &self.target, &mut self.nexus) {
+            // Aborted by another nexus's PREEMPT AND ABORT while it waited
+            // for data or its turn: TASK ABORTED, since the Control mode
+            // page says TAS = 1 (SAM-5, SPC-4 5.13.11.5).
+            (Ok(_), Some(_), Some(nexus)) if nexus.abort_epoch(task.lun) != task.abort_epoch => {
+                Completion::task_aborted()
+            }
             (Ok(cmd), Some(target), Some(nexus)) => {
                 // Everything that arrived: the SCSI layer uses what the CDB
                 // asks for, and commands that must match the initiator's

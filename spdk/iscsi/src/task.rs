@@ -55,6 +55,9 @@ pub(crate) struct Task {
     pub expected_len: u32,
     /// The command's CmdSN turn has come (§4.2.2.1 ordering).
     pub delivered: bool,
+    /// The nexus's abort epoch for the LUN when the command arrived; a
+    /// PREEMPT AND ABORT from another nexus moves it (SPC-4 5.13.11.5).
+    pub abort_epoch: u64,
     /// Data-Out received so far, from offset 0.
     pub data: Vec<u8>,
     /// Bytes to solicit: min(EDTL, CDB transfer length).
@@ -100,6 +103,7 @@ impl Task {
             transfer,
             expected_len,
             delivered: false,
+            abort_epoch: 0,
             data: immediate,
             wanted,
             unsolicited_end: unsolicited_limit.filter(|end| *end > received),

@@ -27,6 +27,7 @@ fn device() -> Arc<Device> {
             serial: "RSV0".into(),
             naa: [0x60; 16],
         },
+        reservations: None,
     };
     let lun = Arc::new(Lun::new(bdev, options));
     let port = TargetPort {

@@ -7,6 +7,7 @@
 //! execution, because a resize may land between parse and execute.
 
 use reservoir_bdev::Lba;
+use reservoir_pr::PrinCommand;
 
 use crate::limits;
 use crate::opcodes::{self, MAINTENANCE_IN, SERVICE_ACTION_IN_16};
@@ -173,8 +174,13 @@ pub(crate) enum Cdb {
     },
     ModeSense(ModeSense),
     ModeSelect(ModeSelect),
-    StartStopUnit,
-    PreventAllowMediumRemoval,
+    StartStopUnit {
+        start: bool,
+        power_condition: u8,
+    },
+    PreventAllowMediumRemoval {
+        prevent: u8,
+    },
     ReportSupportedOpcodes {
         query: OpcodeQuery,
         alloc: u32,
@@ -185,6 +191,12 @@ pub(crate) enum Cdb {
     },
     Reserve,
     Release,
+    PersistentReserveIn(PrinCommand),
+    /// The CDB is kept whole: the command is parsed together with its
+    /// parameter list, which arrives as data-out (SPC-4 6.16).
+    PersistentReserveOut {
+        cdb: [u8; PR_OUT_CDB_LEN],
+    },
     /// A CDB this device server does not execute: unsupported opcode or
     /// service action, or an invalid field. Kept as a command so that unit
     /// attentions and reservations take precedence over the error.
@@ -203,6 +215,9 @@ impl Cdb {
         )
     }
 }
+
+/// PERSISTENT RESERVE OUT is a 10-byte CDB (SPC-4 6.16.1).
+pub(crate) const PR_OUT_CDB_LEN: usize = 10;
 
 /// INQUIRY, REPORT LUNS and REQUEST SENSE may be addressed to a LUN that
 /// does not exist (SPC-4: INQUIRY, REPORT LUNS, REQUEST SENSE); their CDB errors are reported
@@ -555,9 +570,20 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
             if cdb[4] & 0x02 != 0 {
                 return Err(invalid(4, 1));
             }
-            (Cdb::StartStopUnit, Transfer::NONE)
+            (
+                Cdb::StartStopUnit {
+                    start: cdb[4] & 0x01 != 0,
+                    power_condition: cdb[4] >> 4,
+                },
+                Transfer::NONE,
+            )
         }
-        0x1E => (Cdb::PreventAllowMediumRemoval, Transfer::NONE),
+        0x1E => (
+            Cdb::PreventAllowMediumRemoval {
+                prevent: cdb[4] & 0x03,
+            },
+            Transfer::NONE,
+        ),
         MAINTENANCE_IN => {
             let alloc = be(&cdb[6..10]) as u32;
             if u16::from(cdb[1] & 0x1F) == opcodes::SA_REPORT_SUPPORTED_OPCODES {
@@ -585,6 +611,23 @@ fn decode(cdb: &[u8], block_size: u32) -> Result<(Cdb, Transfer), SenseReason> {
         }
         0x16 | 0x56 => (Cdb::Reserve, Transfer::NONE),
         0x17 | 0x57 => (Cdb::Release, Transfer::NONE),
+        opcodes::PERSISTENT_RESERVE_IN => {
+            let cmd = crate::persistent::parse_in(cdb)?;
+            (
+                Cdb::PersistentReserveIn(cmd),
+                Transfer::data_in(cmd.allocation_length.into()),
+            )
+        }
+        opcodes::PERSISTENT_RESERVE_OUT => {
+            let mut bytes = [0; PR_OUT_CDB_LEN];
+            bytes.copy_from_slice(&cdb[..PR_OUT_CDB_LEN]);
+            // PARAMETER LIST LENGTH (SPC-4 6.16.1).
+            let param_len = be(&cdb[5..9]);
+            (
+                Cdb::PersistentReserveOut { cdb: bytes },
+                Transfer::data_out(param_len),
+            )
+        }
         _ => return Err(SenseReason::InvalidOpcode),
     };
     Ok(parsed)

@@ -11,6 +11,7 @@ use crate::lun::Lun;
 use crate::nexus::{InitiatorPort, Nexus, NexusId, TargetPort};
 use crate::reservation::{self, Gate};
 use crate::sense::{Completion, Sense, SenseReason};
+use crate::ua::Audience;
 use crate::{block, inquiry, mode, opcodes, provisioning};
 
 /// The LUNs of one target (SPDK's `spdk_scsi_dev`).
@@ -46,6 +47,9 @@ pub fn decode_lun(bytes: [u8; 8]) -> u64 {
 
 impl Device {
     pub fn new(name: &str, luns: Vec<(u64, Arc<Lun>)>, target_port: TargetPort) -> Device {
+        for (_, lun) in &luns {
+            lun.persistent.add_target_port(target_port.relative_id);
+        }
         Device {
             name: name.to_string(),
             luns: luns.into_iter().collect(),
@@ -70,7 +74,7 @@ impl Device {
     /// pending for every LUN. Dropping it releases its SPC-2 reservations.
     pub fn new_nexus(&self, initiator: InitiatorPort) -> Nexus {
         let id = NexusId(self.next_nexus.fetch_add(1, Ordering::Relaxed));
-        Nexus::new(id, initiator, &self.luns)
+        Nexus::new(id, initiator, &self.target_port, &self.luns)
     }
 
     /// Decodes a CDB for `lun`, once. A CDB this device server does not
@@ -161,17 +165,17 @@ impl Device {
             }
         }
         // 2. Reservations.
-        if reservation::gate(lun, nexus.id, cdb) == Gate::Conflict {
+        if reservation::gate(lun, nexus.id, &nexus.identity, cdb) == Gate::Conflict {
             return Ok(Completion::reservation_conflict());
         }
         // 3. The command.
         match *cdb {
             Cdb::Unknown { reason } => return Err(reason),
-            Cdb::TestUnitReady | Cdb::PreventAllowMediumRemoval => {}
+            Cdb::TestUnitReady | Cdb::PreventAllowMediumRemoval { .. } => {}
             // Accepted without a power state: a shared LUN stopped by one
             // host would stall every other host (the LUN is not removable,
             // LOEJ is rejected at parse).
-            Cdb::StartStopUnit => {}
+            Cdb::StartStopUnit { .. } => {}
             Cdb::RequestSense { .. } => unreachable!("handled before the gate"),
             Cdb::Inquiry { evpd, page, .. } => {
                 *data_in = inquiry::inquiry(lun, &self.target_port, evpd, page)?
@@ -200,8 +204,10 @@ impl Device {
             Cdb::ModeSelect(ms) => {
                 if mode::select(lun, &ms, data_out)? {
                     // SPC-4: the other nexuses learn of the change.
-                    lun.events
-                        .publish(SenseReason::ModeParametersChanged, Some(nexus.id));
+                    lun.events.publish(
+                        SenseReason::ModeParametersChanged,
+                        Audience::AllExcept(nexus.id),
+                    );
                 }
             }
             Cdb::ReportSupportedOpcodes { query, .. } => {
@@ -217,6 +223,12 @@ impl Device {
                 }
             }
             Cdb::Release => lun.release(nexus.id),
+            Cdb::PersistentReserveIn(cmd) => *data_in = lun.persistent.execute_in(&cmd),
+            Cdb::PersistentReserveOut { cdb } => {
+                return Ok(lun
+                    .persistent
+                    .execute_out(&lun.events, &nexus.identity, &cdb, data_out))
+            }
         }
         Ok(Completion::good())
     }

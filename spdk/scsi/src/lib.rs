@@ -5,6 +5,9 @@
 //! [`Device::execute`], which runs `unit attention check → reservation gate
 //! → command` for the I_T [`Nexus`] the transport owns, and returns a
 //! [`Completion`] with typed [`Sense`] data.
+//!
+//! Persistent reservations (SPC-4 5.13) are decided by reservoir-pr's
+//! table, one per [`Lun`]; [`ReservationStore`] keeps it across restarts.
 
 mod block;
 mod cdb;
@@ -16,6 +19,7 @@ mod lun;
 mod mode;
 mod nexus;
 mod opcodes;
+mod persistent;
 mod provisioning;
 mod range_lock;
 mod reservation;
@@ -27,4 +31,5 @@ pub use device::{decode_lun, encode_lun, Device};
 pub use error::TmfError;
 pub use lun::{Lun, LunIdentity, LunOptions};
 pub use nexus::{InitiatorPort, Nexus, TargetPort};
+pub use persistent::{ReservationLoadError, ReservationSnapshot, ReservationStore};
 pub use sense::{Completion, FieldPointer, Sense, SenseKey, SenseReason, Status, FIXED_SENSE_LEN};

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use reservoir_bdev::{Bdev, Durability, Geometry};
 
 use crate::nexus::NexusId;
+use crate::persistent::{Persistent, ReservationLoadError, ReservationSnapshot, ReservationStore};
 use crate::range_lock::RangeLock;
 use crate::sense::SenseReason;
-use crate::ua::EventLog;
+use crate::ua::{Audience, EventLog};
 
 /// How the appliance names a volume to initiators (SPC-4: Device Identification and Unit Serial Number VPD pages).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,11 +21,14 @@ pub struct LunIdentity {
     pub naa: [u8; 16],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LunOptions {
     /// Writes fail with DATA PROTECT, WRITE PROTECTED.
     pub read_only: bool,
     pub identity: LunIdentity,
+    /// Where the persistent reservation table survives restarts (APTPL,
+    /// SPC-4 5.13.5); `None` refuses APTPL = 1 and reports PTPL_C = 0.
+    pub reservations: Option<Arc<dyn ReservationStore>>,
 }
 
 /// One logical unit, shared by every session that reaches it.
@@ -40,21 +44,49 @@ pub struct Lun {
     pub(crate) events: EventLog,
     /// SPC-2 RESERVE(6/10) holder; 0 when unreserved (nexus ids start at 1).
     reserved_by: AtomicU64,
+    /// SPC-4 persistent reservations.
+    pub(crate) persistent: Persistent,
     pub(crate) range_lock: RangeLock,
 }
 
 impl Lun {
+    /// A LUN whose options carry no reservation store.
+    ///
+    /// # Panics
+    /// When `options.reservations` is set and its record cannot be
+    /// restored; use [`Lun::open`] to handle that.
     pub fn new(bdev: Arc<dyn Bdev>, options: LunOptions) -> Lun {
+        Lun::open(bdev, options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A LUN with its persistent reservations restored from
+    /// `options.reservations` (SPC-4 5.13.5: with APTPL clear in the
+    /// record, it starts without any).
+    pub fn open(bdev: Arc<dyn Bdev>, options: LunOptions) -> Result<Lun, ReservationLoadError> {
         let geometry = bdev.geometry();
-        Lun {
+        let persistent = Persistent::open(options.reservations.clone())?;
+        Ok(Lun {
             bdev,
             options,
             block_size: geometry.block_size.bytes(),
             write_cache: AtomicBool::new(geometry.volatile_cache),
             events: EventLog::default(),
             reserved_by: AtomicU64::new(0),
+            persistent,
             range_lock: RangeLock::default(),
-        }
+        })
+    }
+
+    /// The persistent reservation table as it is now.
+    pub fn reservations(&self) -> ReservationSnapshot {
+        self.persistent.snapshot()
+    }
+
+    /// Administrator recovery: drops every registration and the
+    /// reservation and clears APTPL (saved first when it was set); former
+    /// registrants get RESERVATIONS PREEMPTED as after CLEAR (SPC-4 5.13.11.6).
+    pub fn clear_reservations(&self) -> std::io::Result<()> {
+        self.persistent.clear_all(&self.events)
     }
 
     pub fn bdev(&self) -> &Arc<dyn Bdev> {
@@ -68,7 +100,8 @@ impl Lun {
     /// Call after the bdev was resized: every nexus gets CAPACITY DATA HAS
     /// CHANGED (SBC-4).
     pub fn capacity_changed(&self) {
-        self.events.publish(SenseReason::CapacityDataChanged, None);
+        self.events
+            .publish(SenseReason::CapacityDataChanged, Audience::All);
     }
 
     pub(crate) fn geometry(&self) -> Geometry {
@@ -140,6 +173,7 @@ impl Lun {
         self.reserved_by.store(0, Ordering::Release);
         self.write_cache
             .store(self.geometry().volatile_cache, Ordering::Relaxed);
-        self.events.publish(SenseReason::BusDeviceReset, None);
+        self.events
+            .publish(SenseReason::BusDeviceReset, Audience::All);
     }
 }

@@ -43,6 +43,9 @@ fn page(lun: &Lun, code: u8, pc: PageControl) -> Vec<u8> {
         (CONTROL, PageControl::Changeable) => {}
         (CONTROL, _) => {
             p[3] = 0x10; // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering
+                         // TAS: a task aborted by another nexus (PREEMPT AND ABORT)
+                         // ends with TASK ABORTED status rather than silently (SAM-5).
+            p[5] = 0x40;
         }
         (_, PageControl::Changeable) => {}
         _ => {

@@ -35,6 +35,8 @@ macro_rules! op {
 }
 
 pub(crate) const SERVICE_ACTION_IN_16: u8 = 0x9E;
+pub(crate) const PERSISTENT_RESERVE_IN: u8 = 0x5E;
+pub(crate) const PERSISTENT_RESERVE_OUT: u8 = 0x5F;
 pub(crate) const MAINTENANCE_IN: u8 = 0xA3;
 const UNMAP: u8 = 0x42;
 pub(crate) const SA_READ_CAPACITY_16: u16 = 0x10;
@@ -68,6 +70,21 @@ pub(crate) static OPCODES: &[OpInfo] = &[
     op!(0x56, [0, 0, 0, 0, 0, 0, 0, 0, 0]),                       // RESERVE(10)
     op!(0x57, [0, 0, 0, 0, 0, 0, 0, 0, 0]),                       // RELEASE(10)
     op!(0x5A, [0x18, FF, FF, 0, 0, 0, FF, FF, 0]),                // MODE SENSE(10)
+    // PERSISTENT RESERVE IN: READ KEYS, READ RESERVATION, REPORT CAPABILITIES, READ FULL STATUS.
+    op!(PERSISTENT_RESERVE_IN, 0x00, [0x1F, 0, 0, 0, 0, 0, FF, FF, 0]),
+    op!(PERSISTENT_RESERVE_IN, 0x01, [0x1F, 0, 0, 0, 0, 0, FF, FF, 0]),
+    op!(PERSISTENT_RESERVE_IN, 0x02, [0x1F, 0, 0, 0, 0, 0, FF, FF, 0]),
+    op!(PERSISTENT_RESERVE_IN, 0x03, [0x1F, 0, 0, 0, 0, 0, FF, FF, 0]),
+    // PERSISTENT RESERVE OUT: REGISTER, RESERVE, RELEASE, CLEAR, PREEMPT,
+    // PREEMPT AND ABORT, REGISTER AND IGNORE EXISTING KEY, REGISTER AND MOVE.
+    op!(PERSISTENT_RESERVE_OUT, 0x00, [0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
+    op!(PERSISTENT_RESERVE_OUT, 0x01, [0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
+    op!(PERSISTENT_RESERVE_OUT, 0x02, [0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
+    op!(PERSISTENT_RESERVE_OUT, 0x03, [0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
+    op!(PERSISTENT_RESERVE_OUT, 0x04, [0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
+    op!(PERSISTENT_RESERVE_OUT, 0x05, [0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
+    op!(PERSISTENT_RESERVE_OUT, 0x06, [0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
+    op!(PERSISTENT_RESERVE_OUT, 0x07, [0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
     op!(0x88, [READ_FLAGS, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, GRP, 0]),   // READ(16)
     op!(0x89, [WRITE_FLAGS, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0, 0, FF, GRP, 0]),     // COMPARE AND WRITE
     op!(0x8A, [WRITE_FLAGS, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, GRP, 0]),  // WRITE(16)
@@ -93,7 +110,10 @@ pub(crate) static OPCODES: &[OpInfo] = &[
 ];
 
 pub(crate) fn has_service_actions(opcode: u8) -> bool {
-    matches!(opcode, SERVICE_ACTION_IN_16 | MAINTENANCE_IN)
+    matches!(
+        opcode,
+        SERVICE_ACTION_IN_16 | MAINTENANCE_IN | PERSISTENT_RESERVE_IN | PERSISTENT_RESERVE_OUT
+    )
 }
 
 /// Finds the table entry for a CDB, or the reason it is not supported.

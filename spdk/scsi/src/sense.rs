@@ -101,10 +101,21 @@ pub enum SenseReason {
     BusDeviceReset,
     /// 2Ah/01h.
     ModeParametersChanged,
+    /// 2Ah/03h: another nexus's PREEMPT or CLEAR ended the reservation (SPC-4 5.13.11).
+    ReservationsPreempted,
+    /// 2Ah/04h: the reservation holder released a reservation other
+    /// registrants shared or depended on (SPC-4 5.13.11.2).
+    ReservationsReleased,
+    /// 2Ah/05h: another nexus's PREEMPT removed this nexus's registration (SPC-4 5.13.11.4).
+    RegistrationsPreempted,
     /// 2Ah/09h.
     CapacityDataChanged,
+    /// 26h/04h (SPC-4 5.13.11.2).
+    InvalidReleaseOfPersistentReservation,
     /// 39h/00h.
     SavingParametersNotSupported,
+    /// 55h/04h (SPC-4 6.16.3).
+    InsufficientRegistrationResources,
     /// 44h/00h.
     InternalTargetFailure,
 }
@@ -129,8 +140,13 @@ impl SenseReason {
             R::PowerOnReset => (UnitAttention, 0x29, 0x00),
             R::BusDeviceReset => (UnitAttention, 0x29, 0x03),
             R::ModeParametersChanged => (UnitAttention, 0x2A, 0x01),
+            R::ReservationsPreempted => (UnitAttention, 0x2A, 0x03),
+            R::ReservationsReleased => (UnitAttention, 0x2A, 0x04),
+            R::RegistrationsPreempted => (UnitAttention, 0x2A, 0x05),
             R::CapacityDataChanged => (UnitAttention, 0x2A, 0x09),
+            R::InvalidReleaseOfPersistentReservation => (IllegalRequest, 0x26, 0x04),
             R::SavingParametersNotSupported => (IllegalRequest, 0x39, 0x00),
+            R::InsufficientRegistrationResources => (IllegalRequest, 0x55, 0x04),
             R::InternalTargetFailure => (HardwareError, 0x44, 0x00),
         }
     }
@@ -234,6 +250,15 @@ impl Completion {
     pub fn reservation_conflict() -> Self {
         Completion {
             status: Status::ReservationConflict,
+            sense: None,
+        }
+    }
+
+    /// TASK ABORTED (SAM-5): the task was aborted by another I_T nexus and
+    /// the Control mode page has TAS = 1.
+    pub fn task_aborted() -> Self {
+        Completion {
+            status: Status::TaskAborted,
             sense: None,
         }
     }

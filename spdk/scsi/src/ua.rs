@@ -15,6 +15,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use reservoir_pr::Nexus as PrNexus;
+
 use crate::nexus::NexusId;
 use crate::sense::SenseReason;
 
@@ -23,13 +25,50 @@ use crate::sense::SenseReason;
 /// missed: the unit attention that tells an initiator to re-read everything.
 const LOG_CAPACITY: usize = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which I_T nexuses an event is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Audience {
+    /// Every nexus.
+    All,
+    /// Every nexus but the one that caused the event (SPC-4, e.g. MODE
+    /// PARAMETERS CHANGED goes to the *other* nexuses).
+    AllExcept(NexusId),
+    /// The nexuses a reservation change names (SPC-4 5.13.11): by their
+    /// persistent-reservation identity, so a nexus that logged in again
+    /// with the same ISID is still addressed; an identity without ISID
+    /// addresses every ISID of that initiator name.
+    Named(Vec<PrNexus>),
+}
+
+impl Audience {
+    fn includes(&self, id: NexusId, identity: &PrNexus) -> bool {
+        match self {
+            Audience::All => true,
+            Audience::AllExcept(except) => *except != id,
+            Audience::Named(list) => list.iter().any(|n| names(n, identity)),
+        }
+    }
+}
+
+/// True when the (possibly ISID-less) identity `named` designates the
+/// concrete nexus `nexus`.
+pub(crate) fn names(named: &PrNexus, nexus: &PrNexus) -> bool {
+    named.target_port == nexus.target_port
+        && named
+            .initiator
+            .name
+            .eq_ignore_ascii_case(&nexus.initiator.name)
+        && named
+            .initiator
+            .isid
+            .is_none_or(|isid| Some(isid) == nexus.initiator.isid)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Event {
     generation: u64,
     reason: SenseReason,
-    /// The nexus that caused the event is not told about it (SPC-4,
-    /// e.g. MODE PARAMETERS CHANGED goes to the *other* nexuses).
-    except: Option<NexusId>,
+    audience: Audience,
 }
 
 #[derive(Debug, Default)]
@@ -43,13 +82,13 @@ impl EventLog {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub(crate) fn publish(&self, reason: SenseReason, except: Option<NexusId>) {
+    pub(crate) fn publish(&self, reason: SenseReason, audience: Audience) {
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         events.push_back(Event {
             generation,
             reason,
-            except,
+            audience,
         });
         if events.len() > LOG_CAPACITY {
             events.pop_front();
@@ -78,7 +117,7 @@ impl NexusUa {
     }
 
     /// Pulls the events published since the last call.
-    pub(crate) fn sync(&mut self, log: &EventLog, me: NexusId) {
+    pub(crate) fn sync(&mut self, log: &EventLog, me: NexusId, identity: &PrNexus) {
         if log.generation() == self.seen {
             return;
         }
@@ -89,7 +128,7 @@ impl NexusUa {
         }
         let seen = self.seen;
         for e in events.iter().filter(|e| e.generation > seen) {
-            if e.except != Some(me) {
+            if e.audience.includes(me, identity) {
                 self.push(e.reason);
             }
         }
@@ -125,6 +164,11 @@ impl NexusUa {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reservoir_pr::{InitiatorPort, TargetPortId};
+
+    fn who(isid: u8) -> PrNexus {
+        PrNexus::new(InitiatorPort::new("iqn.x", [isid; 6]), TargetPortId(1))
+    }
 
     #[test]
     fn events_reach_other_nexuses_only() {
@@ -133,9 +177,12 @@ mod tests {
         let mut b = NexusUa::new(&log);
         a.pop();
         b.pop();
-        log.publish(SenseReason::ModeParametersChanged, Some(NexusId(1)));
-        a.sync(&log, NexusId(1));
-        b.sync(&log, NexusId(2));
+        log.publish(
+            SenseReason::ModeParametersChanged,
+            Audience::AllExcept(NexusId(1)),
+        );
+        a.sync(&log, NexusId(1), &who(1));
+        b.sync(&log, NexusId(2), &who(2));
         assert_eq!(a.pending(), vec![]);
         assert_eq!(b.pending(), vec![SenseReason::ModeParametersChanged]);
     }
@@ -146,14 +193,47 @@ mod tests {
         let mut a = NexusUa::new(&log);
         a.pop();
         for _ in 0..LOG_CAPACITY + 1 {
-            log.publish(SenseReason::CapacityDataChanged, None);
+            log.publish(SenseReason::CapacityDataChanged, Audience::All);
         }
-        a.sync(&log, NexusId(1));
+        a.sync(&log, NexusId(1), &who(1));
         assert_eq!(
             a.pending(),
             vec![SenseReason::PowerOnReset, SenseReason::CapacityDataChanged]
         );
-        a.sync(&log, NexusId(1));
+        a.sync(&log, NexusId(1), &who(1));
         assert_eq!(a.pending().len(), 2);
+    }
+
+    #[test]
+    fn named_events_reach_matching_identities() {
+        let log = EventLog::default();
+        let mut a = NexusUa::new(&log);
+        let mut b = NexusUa::new(&log);
+        let mut c = NexusUa::new(&log);
+        for q in [&mut a, &mut b, &mut c] {
+            q.pop();
+        }
+        let any_isid = PrNexus::new(InitiatorPort::any_isid("IQN.X"), TargetPortId(1));
+        log.publish(
+            SenseReason::RegistrationsPreempted,
+            Audience::Named(vec![who(1)]),
+        );
+        log.publish(
+            SenseReason::ReservationsReleased,
+            Audience::Named(vec![any_isid]),
+        );
+        a.sync(&log, NexusId(1), &who(1));
+        b.sync(&log, NexusId(2), &who(2));
+        let other_port = PrNexus::new(InitiatorPort::new("iqn.x", [1; 6]), TargetPortId(2));
+        c.sync(&log, NexusId(3), &other_port);
+        assert_eq!(
+            a.pending(),
+            vec![
+                SenseReason::RegistrationsPreempted,
+                SenseReason::ReservationsReleased
+            ]
+        );
+        assert_eq!(b.pending(), vec![SenseReason::ReservationsReleased]);
+        assert_eq!(c.pending(), vec![]);
     }
 }

@@ -508,6 +508,7 @@ fn four_k_blocks() {
                 serial: "4k".into(),
                 naa: [0x60; 16],
             },
+            reservations: None,
         },
     ));
     let device = Device::new(

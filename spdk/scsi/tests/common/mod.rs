@@ -185,6 +185,7 @@ pub fn fixture(opts: Opts) -> Fixture {
                 serial: "SER0001".into(),
                 naa: [0x60, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
             },
+            reservations: None,
         },
     ));
     let device = Device::new(
