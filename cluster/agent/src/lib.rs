@@ -1,1 +1,31 @@
-//! placeholder until the crate lands
+//! The cluster node agent's decisions and its I/O edge.
+//!
+//! Every host of a server cluster runs one agent. The agents coordinate only
+//! through persistent reservations and blocks on the appliance's LUNs, plus
+//! heartbeats between themselves — no external coordination service.
+//!
+//! The decisions are sans-I/O state machines (`apply(now, input) -> effects`):
+//! [`Ownership`] for a shared volume or a quorum replica, [`FastMutex`] for
+//! Lamport's arbitration, [`Quorum`] for the replica set and its record,
+//! [`FailureDetector`] for heartbeats and [`StartupGate`] for the two-node
+//! last-surviving rule. [`NodeCore`] composes them for one node; the
+//! deterministic simulation in the tests drives many `NodeCore`s against
+//! simulated disks that use the appliance's own SPC-4 reservation table.
+//! [`Node`] drives one with real time, UDP heartbeats and iSCSI LUNs.
+
+mod disk;
+mod error;
+mod keys;
+mod ownership;
+mod time;
+
+#[cfg(test)]
+mod sim;
+
+pub use crate::disk::{DiskFault, DiskOp, DiskReply, DiskResult, SharedDisk};
+pub use crate::error::Error;
+pub use crate::keys::{ClusterKey, ClusterSignature, Generation, KeyRole, NodeId};
+pub use crate::ownership::{
+    challenge_wait, Effect, Input, LossReason, Ownership, Policy, Role, View, DEFAULT_DEFENSE_MS,
+};
+pub use crate::time::Millis;
