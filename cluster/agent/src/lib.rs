@@ -13,6 +13,7 @@
 //! simulated disks that use the appliance's own SPC-4 reservation table.
 //! [`Node`] drives one with real time, UDP heartbeats and iSCSI LUNs.
 
+mod arbitration;
 mod disk;
 mod error;
 mod keys;
@@ -22,6 +23,7 @@ mod time;
 #[cfg(test)]
 mod sim;
 
+pub use crate::arbitration::{FastMutex, MutexEffect, MutexInput};
 pub use crate::disk::{DiskFault, DiskOp, DiskReply, DiskResult, SharedDisk};
 pub use crate::error::Error;
 pub use crate::keys::{ClusterKey, ClusterSignature, Generation, KeyRole, NodeId};
