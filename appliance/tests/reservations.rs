@@ -17,7 +17,7 @@ const BLOCK: u32 = 512;
 
 const KEY_A: ReservationKey = ReservationKey(0xa0a0_0000_0000_000a);
 const KEY_B: ReservationKey = ReservationKey(0xb0b0_0000_0000_000b);
-const NONE: ReservationKey = ReservationKey::NONE;
+const NONE: ReservationKey = ReservationKey::ZERO;
 
 fn connect(daemon: &Daemon, name: &str, isid: &str) -> Initiator {
     let mut options = ConnectOptions::new(name);

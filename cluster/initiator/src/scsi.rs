@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+pub use reservoir_pr::{ReservationKey, ReservationType};
+
 use crate::error::Error;
 
 /// A SCSI status byte (SAM-5 §5.3.1).
@@ -166,62 +168,6 @@ impl Capacity {
             .checked_add(1)
             .ok_or(malformed("last LBA is 2^64-1"))?;
         Ok(Capacity { block_size, blocks })
-    }
-}
-
-/// A persistent reservation key (SPC-4 §5.14.3); zero means "no key".
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct ReservationKey(pub u64);
-
-impl ReservationKey {
-    pub const NONE: Self = Self(0);
-}
-
-impl fmt::Debug for ReservationKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ReservationKey({self})")
-    }
-}
-
-impl fmt::Display for ReservationKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "0x{:016x}", self.0)
-    }
-}
-
-/// Persistent reservation type (SPC-4 §6.16.3.4, table 171).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReservationType {
-    WriteExclusive,
-    ExclusiveAccess,
-    WriteExclusiveRegistrantsOnly,
-    ExclusiveAccessRegistrantsOnly,
-    WriteExclusiveAllRegistrants,
-    ExclusiveAccessAllRegistrants,
-}
-
-impl ReservationType {
-    pub fn code(self) -> u8 {
-        match self {
-            Self::WriteExclusive => 0x1,
-            Self::ExclusiveAccess => 0x3,
-            Self::WriteExclusiveRegistrantsOnly => 0x5,
-            Self::ExclusiveAccessRegistrantsOnly => 0x6,
-            Self::WriteExclusiveAllRegistrants => 0x7,
-            Self::ExclusiveAccessAllRegistrants => 0x8,
-        }
-    }
-
-    pub fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            0x1 => Self::WriteExclusive,
-            0x3 => Self::ExclusiveAccess,
-            0x5 => Self::WriteExclusiveRegistrantsOnly,
-            0x6 => Self::ExclusiveAccessRegistrantsOnly,
-            0x7 => Self::WriteExclusiveAllRegistrants,
-            0x8 => Self::ExclusiveAccessAllRegistrants,
-            _ => return None,
-        })
     }
 }
 

@@ -53,7 +53,7 @@ impl Drop for Registration<'_> {
         let _ = self.lu.pr_out(
             PrOutAction::Register,
             self.key,
-            ReservationKey::NONE,
+            ReservationKey::ZERO,
             ReservationType::WriteExclusive,
             PrOutFlags::default(),
         );
@@ -64,7 +64,7 @@ fn register(lu: &mut Initiator, key: u64) -> Registration<'_> {
     let key = ReservationKey(key);
     lu.pr_out(
         PrOutAction::RegisterAndIgnoreExistingKey,
-        ReservationKey::NONE,
+        ReservationKey::ZERO,
         key,
         ReservationType::WriteExclusive,
         PrOutFlags::default(),
@@ -189,7 +189,7 @@ fn write_exclusive_reservation_fences_other_nexus() {
         .pr_out(
             PrOutAction::Reserve,
             ReservationKey(KEY),
-            ReservationKey::NONE,
+            ReservationKey::ZERO,
             ReservationType::WriteExclusive,
             PrOutFlags::default(),
         )
