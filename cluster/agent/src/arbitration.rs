@@ -293,8 +293,9 @@ mod tests {
             let mut rng = Rng::new(seed);
             let n = rng.range(2, 5) as u8;
             let mut lun = SimLun::new();
-            let mut mutexes: Vec<FastMutex> =
-                (1..=n).map(|i| FastMutex::new(node(i), n, BLOCK, 1, 1_000_000)).collect();
+            let mut mutexes: Vec<FastMutex> = (1..=n)
+                .map(|i| FastMutex::new(node(i), n, BLOCK, 1, 1_000_000))
+                .collect();
             let mut pending: Vec<Option<DiskOp>> = vec![None; n as usize];
             let mut entered = vec![0u32; n as usize];
             let mut now = Millis(0);

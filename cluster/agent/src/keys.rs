@@ -227,7 +227,10 @@ mod tests {
             role: KeyRole::Shared,
             generation: Generation::new(7).unwrap(),
         };
-        assert_eq!(ClusterKey::decode(key.encode(), ClusterSignature::of("beta")), None);
+        assert_eq!(
+            ClusterKey::decode(key.encode(), ClusterSignature::of("beta")),
+            None
+        );
     }
 
     #[test]

@@ -6,18 +6,18 @@
 //!
 //! The decisions are sans-I/O state machines (`apply(now, input) -> effects`):
 //! [`Ownership`] for a shared volume or a quorum replica, [`FastMutex`] for
-//! Lamport's arbitration, [`Quorum`] for the replica set and its record,
-//! [`FailureDetector`] for heartbeats and [`StartupGate`] for the two-node
-//! last-surviving rule. [`NodeCore`] composes them for one node; the
-//! deterministic simulation in the tests drives many `NodeCore`s against
-//! simulated disks that use the appliance's own SPC-4 reservation table.
-//! [`Node`] drives one with real time, UDP heartbeats and iSCSI LUNs.
+//! Lamport's arbitration on a replica's blocks, and [`Quorum`] for the
+//! replica set and its [`ClusterRecord`]. Their effects are [`DiskOp`]s for
+//! an edge that implements [`SharedDisk`]. The deterministic simulation in
+//! the tests (`src/sim/`) drives them against simulated LUNs that decide
+//! reservations with the appliance's own SPC-4 table (`reservoir-pr`).
 
 mod arbitration;
 mod disk;
 mod error;
 mod keys;
 mod ownership;
+mod quorum;
 mod time;
 
 #[cfg(test)]
@@ -29,5 +29,8 @@ pub use crate::error::Error;
 pub use crate::keys::{ClusterKey, ClusterSignature, Generation, KeyRole, NodeId};
 pub use crate::ownership::{
     challenge_wait, Effect, Input, LossReason, Ownership, Policy, Role, View, DEFAULT_DEFENSE_MS,
+};
+pub use crate::quorum::{
+    ClusterRecord, Quorum, QuorumEffect, QuorumInput, LBA_RECORD, MAX_MEMBERS,
 };
 pub use crate::time::Millis;

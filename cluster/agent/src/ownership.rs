@@ -28,9 +28,11 @@
 //! preempts only the holder it saw when it started, so it never displaces an
 //! owner that took over while it waited.
 //!
-//! The same machine arbitrates quorum replicas ([`Policy::Replica`]): there
-//! only the owner is registered, and non-owners challenge when the quorum
-//! logic tells them to contend.
+//! The same machine arbitrates quorum replicas ([`Policy::Replica`]): keys
+//! are kept and removed the same way, but a member challenges only after
+//! the quorum logic has let it through Lamport's arbitration
+//! ([`View::contend`]); until then it only reports that it
+//! [wants to](Ownership::wants_to_challenge).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -53,8 +55,8 @@ pub enum Policy {
     /// A shared volume: every member registers a shared key and may write;
     /// the owner removes keys of non-members and of older generations.
     Volume,
-    /// A quorum replica or witness: only the owner is registered; others
-    /// register a challenge when told to contend.
+    /// A quorum replica or witness: as `Volume`, but a member challenges
+    /// only when [`View::contend`] is set.
     Replica,
 }
 
@@ -69,7 +71,7 @@ pub struct View {
     /// Members whose heartbeats stopped: their ownership is challenged
     /// before the membership record catches up.
     pub suspected: BTreeSet<NodeId>,
-    /// Replicas only: challenge the holder.
+    /// Replicas only: this node won the arbitration and may challenge.
     pub contend: bool,
 }
 
@@ -80,7 +82,9 @@ pub enum Input {
     View(View),
     /// Owner only: hand the LUN to `target` (`reservoir node move`).
     MoveTo(NodeId),
-    /// Volume only: the owner is handing the LUN to us.
+    /// Challenge now and reserve as soon as the owner releases: a planned
+    /// move to us. If the owner neither releases nor defends, the challenge
+    /// preempts it after the usual wait.
     TakeOver,
 }
 
@@ -169,6 +173,9 @@ pub struct Ownership {
     victims: VecDeque<u64>,
     /// This round ends by handing the LUN to the move target.
     handover: bool,
+    /// Replicas: the last look found the holder invalid, but we may not
+    /// challenge before winning the arbitration.
+    wanting: bool,
 }
 
 impl Ownership {
@@ -191,12 +198,18 @@ impl Ownership {
             next: Millis(0),
             victims: VecDeque::new(),
             handover: false,
+            wanting: false,
         }
     }
 
     /// True while this node believes it owns the LUN.
     pub fn is_owner(&self) -> bool {
         matches!(self.state, State::Owner { .. })
+    }
+
+    /// Replicas: the holder looked invalid and we wait for [`View::contend`].
+    pub fn wants_to_challenge(&self) -> bool {
+        self.wanting && matches!(self.state, State::Member)
     }
 
     pub fn role(&self) -> Role {
@@ -242,14 +255,14 @@ impl Ownership {
             }
             Input::MoveTo(target) => {
                 if let State::Owner { yield_to } = &mut self.state {
-                    if target != self.me && self.policy == Policy::Volume {
+                    if target != self.me && *yield_to != Some(target) {
                         *yield_to = Some(target);
                         fx.push(Effect::AskToTakeOver(target));
                     }
                 }
             }
             Input::TakeOver => {
-                if matches!(self.state, State::Member) && self.policy == Policy::Volume {
+                if matches!(self.state, State::Member) {
                     self.state = State::Challenging {
                         since: None,
                         victim: None,
@@ -280,16 +293,10 @@ impl Ownership {
     fn start_round(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         match self.state {
             State::Passive => {}
-            State::Unregistered => match self.policy {
-                Policy::Volume => {
-                    let new = self.key(KeyRole::Shared);
-                    self.issue(Pending::RegisterShared, DiskOp::Register { new }, fx);
-                }
-                Policy::Replica => {
-                    self.state = State::Member;
-                    self.issue(Pending::MemberReservation, DiskOp::ReadReservation, fx);
-                }
-            },
+            State::Unregistered => {
+                let new = self.key(KeyRole::Shared);
+                self.issue(Pending::RegisterShared, DiskOp::Register { new }, fx);
+            }
             State::Member => {
                 self.issue(Pending::MemberReservation, DiskOp::ReadReservation, fx);
             }
@@ -332,7 +339,7 @@ impl Ownership {
             return false;
         }
         match key.role {
-            KeyRole::Shared => self.policy == Policy::Volume,
+            KeyRole::Shared => true,
             // A planned move keeps the target's challenge.
             KeyRole::Challenge => {
                 matches!(self.state, State::Owner { yield_to: Some(t) } if t == key.node)
@@ -343,13 +350,10 @@ impl Ownership {
 
     /// Is `holder` an owner we must leave alone?
     fn holder_is_valid(&self, holder: u64) -> bool {
-        match self.policy {
-            Policy::Replica => !self.view.contend,
-            Policy::Volume => self.decode(holder).is_some_and(|k| {
-                self.view.members.get(&k.node) == Some(&k.generation)
-                    && !self.view.suspected.contains(&k.node)
-            }),
-        }
+        self.decode(holder).is_some_and(|k| {
+            self.view.members.get(&k.node) == Some(&k.generation)
+                && !self.view.suspected.contains(&k.node)
+        })
     }
 
     fn is_mine(&self, raw: u64) -> bool {
@@ -402,9 +406,8 @@ impl Ownership {
             }
             return;
         }
-        let follow = |this: &mut Self, p: Pending, op: DiskOp, fx: &mut Vec<Effect>| {
-            this.issue(p, op, fx)
-        };
+        let follow =
+            |this: &mut Self, p: Pending, op: DiskOp, fx: &mut Vec<Effect>| this.issue(p, op, fx);
         match (pending, result) {
             (Pending::RegisterShared, Ok(_)) => {
                 self.state = State::Member;
@@ -416,16 +419,26 @@ impl Ownership {
                     // We hold it (a restart, or a reconnect re-registered
                     // our nexus): take up the owner's key.
                     let new = self.key(KeyRole::Owner);
-                    follow(self, Pending::ClaimHeld, DiskOp::ChangeKey { current: h, new }, fx);
+                    follow(
+                        self,
+                        Pending::ClaimHeld,
+                        DiskOp::ChangeKey { current: h, new },
+                        fx,
+                    );
                 }
                 Some(h) if self.holder_is_valid(h) => {
-                    if self.policy == Policy::Volume {
-                        follow(self, Pending::MemberKeys, DiskOp::ReadKeys, fx);
-                    }
+                    self.wanting = false;
+                    follow(self, Pending::MemberKeys, DiskOp::ReadKeys, fx);
                 }
-                // Replicas challenge only when told to contend.
-                _ if self.policy == Policy::Replica && !self.view.contend => {}
-                other => self.challenge(now, other),
+                // Replicas challenge only after winning the arbitration.
+                _ if self.policy == Policy::Replica && !self.view.contend => {
+                    self.wanting = true;
+                    follow(self, Pending::MemberKeys, DiskOp::ReadKeys, fx);
+                }
+                other => {
+                    self.wanting = false;
+                    self.challenge(now, other)
+                }
             },
             (Pending::MemberKeys, Ok(DiskReply::Keys(keys))) => {
                 if !keys.contains(&self.key(KeyRole::Shared)) {
@@ -445,7 +458,12 @@ impl Ownership {
             }
             (Pending::RegisterChallenge, Err(_)) => self.state = State::Unregistered,
             (Pending::ChallengeKeys, Ok(DiskReply::Keys(keys))) => {
-                let State::Challenging { since: Some(since), invited, .. } = self.state else {
+                let State::Challenging {
+                    since: Some(since),
+                    invited,
+                    ..
+                } = self.state
+                else {
                     return;
                 };
                 if !keys.contains(&self.key(KeyRole::Challenge)) {
@@ -453,11 +471,21 @@ impl Ownership {
                     self.state = State::Unregistered;
                     self.next = now;
                 } else if invited || now - since > challenge_wait(self.defense_ms) {
-                    follow(self, Pending::ChallengeReservation, DiskOp::ReadReservation, fx);
+                    follow(
+                        self,
+                        Pending::ChallengeReservation,
+                        DiskOp::ReadReservation,
+                        fx,
+                    );
                 }
             }
             (Pending::ChallengeReservation, Ok(DiskReply::Reservation(holder))) => {
-                let State::Challenging { since: Some(since), victim, invited } = self.state else {
+                let State::Challenging {
+                    since: Some(since),
+                    victim,
+                    invited,
+                } = self.state
+                else {
                     return;
                 };
                 let key = self.key(KeyRole::Challenge);
@@ -476,11 +504,19 @@ impl Ownership {
                     }
                     Some(h) if h == key => {
                         let new = self.key(KeyRole::Owner);
-                        follow(self, Pending::Promote, DiskOp::ChangeKey { current: key, new }, fx);
+                        follow(
+                            self,
+                            Pending::Promote,
+                            DiskOp::ChangeKey { current: key, new },
+                            fx,
+                        );
                     }
-                    Some(h) if waited && Some(h) == victim => {
-                        follow(self, Pending::Take, DiskOp::PreemptAndAbort { key, victim: h }, fx)
-                    }
+                    Some(h) if waited && Some(h) == victim => follow(
+                        self,
+                        Pending::Take,
+                        DiskOp::PreemptAndAbort { key, victim: h },
+                        fx,
+                    ),
                     // Still waiting for an invited release.
                     Some(_) if invited && !waited => {}
                     None => {}
@@ -488,25 +524,30 @@ impl Ownership {
                         // Someone else took over while we waited: it gets
                         // its chance to defend. Go back to our shared key.
                         let new = self.key(KeyRole::Shared);
-                        follow(self, Pending::Withdraw, DiskOp::ChangeKey { current: key, new }, fx);
+                        follow(
+                            self,
+                            Pending::Withdraw,
+                            DiskOp::ChangeKey { current: key, new },
+                            fx,
+                        );
                     }
                 }
             }
             (Pending::Take, Ok(_)) => {
                 let (current, new) = (self.key(KeyRole::Challenge), self.key(KeyRole::Owner));
-                follow(self, Pending::Promote, DiskOp::ChangeKey { current, new }, fx);
+                follow(
+                    self,
+                    Pending::Promote,
+                    DiskOp::ChangeKey { current, new },
+                    fx,
+                );
             }
             (Pending::Promote, Ok(_)) => {
                 self.state = State::Owner { yield_to: None };
                 self.next = now;
                 fx.push(Effect::BecameOwner);
             }
-            (Pending::Withdraw, Ok(_)) => {
-                self.state = match self.policy {
-                    Policy::Volume => State::Member,
-                    Policy::Replica => State::Unregistered,
-                };
-            }
+            (Pending::Withdraw, Ok(_)) => self.state = State::Member,
             (Pending::Take | Pending::Promote | Pending::Withdraw, Err(_)) => {
                 self.state = State::Unregistered;
                 self.next = now;
@@ -537,8 +578,10 @@ impl Ownership {
                     }),
                     _ => false,
                 };
-                let mut victims: Vec<u64> =
-                    keys.into_iter().filter(|&k| !self.key_is_valid(k)).collect();
+                let mut victims: Vec<u64> = keys
+                    .into_iter()
+                    .filter(|&k| !self.key_is_valid(k))
+                    .collect();
                 victims.sort_unstable();
                 victims.dedup();
                 self.victims = victims.into();
@@ -549,7 +592,12 @@ impl Ownership {
             (Pending::Remove, _) => self.next_removal(fx),
             (Pending::Release, Ok(_)) => {
                 let (current, new) = (self.key(KeyRole::Owner), self.key(KeyRole::Shared));
-                follow(self, Pending::Demote, DiskOp::ChangeKey { current, new }, fx);
+                follow(
+                    self,
+                    Pending::Demote,
+                    DiskOp::ChangeKey { current, new },
+                    fx,
+                );
             }
             (Pending::Demote, _) => {
                 self.state = State::Unregistered;

@@ -2,13 +2,14 @@
 //! the appliance's own SPC-4 table (`reservoir-pr`), a seeded RNG, and
 //! fault schedules. Every run is a function of its seed.
 
+mod quorum;
 mod volume;
 
 use std::collections::HashMap;
 
 use reservoir_pr::{
-    Access, InitiatorPort, Nexus, ProutCommand, RegisterParams, ReservationKey,
-    ReservationTable, ReservationType, TargetPortId, Verdict,
+    Access, InitiatorPort, Nexus, ProutCommand, RegisterParams, ReservationKey, ReservationTable,
+    ReservationType, TargetPortId, Verdict,
 };
 
 use crate::disk::{DiskFault, DiskOp, DiskReply, DiskResult};
@@ -45,7 +46,10 @@ impl Rng {
 /// The I_T nexus a simulated node's fixed ISID gives it.
 pub(crate) fn nexus(node: NodeId) -> Nexus {
     Nexus::new(
-        InitiatorPort::new(format!("iqn.2026-11.io.reservoir:node{}", node.get()), [0x80, 0, 0, 0, 0, node.get()]),
+        InitiatorPort::new(
+            format!("iqn.2026-11.io.reservoir:node{}", node.get()),
+            [0x80, 0, 0, 0, 0, node.get()],
+        ),
         TargetPortId(1),
     )
 }
@@ -81,7 +85,11 @@ impl SimLun {
 
     pub(crate) fn is_registered(&self, node: NodeId) -> bool {
         self.table.check(&nexus(node), Access::Write) == Verdict::Allowed
-            && self.table.registrations().iter().any(|r| r.nexus == nexus(node))
+            && self
+                .table
+                .registrations()
+                .iter()
+                .any(|r| r.nexus == nexus(node))
     }
 
     pub(crate) fn holder(&self) -> Option<Nexus> {
@@ -129,11 +137,18 @@ impl SimLun {
                 out(register(*current, *new, false), &mut self.table)
             }
             DiskOp::Reserve { key } => out(
-                ProutCommand::Reserve { key: ReservationKey(*key), rtype: WERO },
+                ProutCommand::Reserve {
+                    key: ReservationKey(*key),
+                    rtype: WERO,
+                },
                 &mut self.table,
             ),
             DiskOp::Release { key } => out(
-                ProutCommand::Release { key: ReservationKey(*key), scope: 0, type_code: WERO.code() },
+                ProutCommand::Release {
+                    key: ReservationKey(*key),
+                    scope: 0,
+                    type_code: WERO.code(),
+                },
                 &mut self.table,
             ),
             DiskOp::PreemptAndAbort { key, victim } => out(
@@ -147,7 +162,10 @@ impl SimLun {
                 &mut self.table,
             ),
             DiskOp::ReadBlock { lba } => Ok(DiskReply::Block(
-                self.blocks.get(lba).cloned().unwrap_or_else(|| vec![0; BLOCK]),
+                self.blocks
+                    .get(lba)
+                    .cloned()
+                    .unwrap_or_else(|| vec![0; BLOCK]),
             )),
             DiskOp::WriteBlock { lba, data } => {
                 if self.table.check(&nexus, Access::Write) == Verdict::Conflict {

@@ -147,14 +147,16 @@ impl World {
                 let pause = self.rng.range(D / 2, 4 * D);
                 self.nodes[i].paused_until = now + pause;
                 self.fault(i);
-                self.log.push(format!("{now:?} pause {} for {pause}", self.nodes[i].id));
+                self.log
+                    .push(format!("{now:?} pause {} for {pause}", self.nodes[i].id));
             }
             // The node's path to the LUN goes down.
             8 if self.nodes[i].alive => {
                 let down = self.rng.range(D / 2, 3 * D);
                 self.nodes[i].path_down_until = now + down;
                 self.fault(i);
-                self.log.push(format!("{now:?} path down {} for {down}", self.nodes[i].id));
+                self.log
+                    .push(format!("{now:?} path down {} for {down}", self.nodes[i].id));
             }
             // The LUN restarts and forgets its reservations.
             9 if self.rng.chance(200) => {
@@ -192,7 +194,8 @@ impl World {
                     }
                 }
                 Effect::LostOwnership(reason) => {
-                    self.log.push(format!("{now:?} {} lost ({reason:?})", self.nodes[i].id));
+                    self.log
+                        .push(format!("{now:?} {} lost ({reason:?})", self.nodes[i].id));
                     if reason == LossReason::Preempted {
                         let fault = self.nodes[i].last_fault;
                         assert!(
@@ -244,7 +247,7 @@ impl World {
                 self.nodes[i].view_sent = Some(view.clone());
                 self.deliver(i, Input::View(view));
             }
-            if (now.0 + 30 * u64::from(self.nodes[i].id.get())) % TICK == 0 {
+            if (now.0 + 30 * u64::from(self.nodes[i].id.get())).is_multiple_of(TICK) {
                 self.deliver(i, Input::Tick);
             }
             // The owner writes data; what lands must come from the holder.
@@ -266,7 +269,11 @@ impl World {
             .filter(|n| n.alive && n.sm.is_owner() && self.lun.is_registered(n.id))
             .map(|n| n.id)
             .collect();
-        assert!(owners.len() <= 1, "two owners {owners:?}\n{}", self.log.join("\n"));
+        assert!(
+            owners.len() <= 1,
+            "two owners {owners:?}\n{}",
+            self.log.join("\n")
+        );
         if let Some(&owner) = owners.first() {
             assert_eq!(
                 self.lun.holder(),
@@ -299,7 +306,11 @@ fn run_seed(seed: u64) -> World {
         node.path_down_until = Millis(0);
     }
     world.run(FAILOVER_BOUND + 2 * D);
-    assert!(world.owner().is_some(), "no owner after the quiet tail\n{}", world.log.join("\n"));
+    assert!(
+        world.owner().is_some(),
+        "no owner after the quiet tail\n{}",
+        world.log.join("\n")
+    );
     world
 }
 
@@ -308,10 +319,24 @@ fn an_owner_emerges_and_stays() {
     let mut world = World::new(1, 3);
     world.faults = false;
     world.run(FAILOVER_BOUND + D);
-    let first = world.owner().unwrap_or_else(|| panic!("no owner: {:#?} {:?}", world.nodes.iter().map(|n| (n.sm.role(), &n.inflight)).collect::<Vec<_>>(), world.lun.table));
+    let first = world.owner().unwrap_or_else(|| {
+        panic!(
+            "no owner: {:#?} {:?}",
+            world
+                .nodes
+                .iter()
+                .map(|n| (n.sm.role(), &n.inflight))
+                .collect::<Vec<_>>(),
+            world.lun.table
+        )
+    });
     world.run(60_000);
     assert_eq!(world.owner(), Some(first));
-    assert!(world.log.iter().all(|l| !l.contains("lost")), "{:?}", world.log);
+    assert!(
+        world.log.iter().all(|l| !l.contains("lost")),
+        "{:?}",
+        world.log
+    );
     // Every member holds a shared key; nothing else is registered.
     assert_eq!(world.lun.keys().len(), 3);
 }
@@ -330,7 +355,11 @@ fn crash_of_the_owner_fails_over_within_the_bound() {
     world.run(FAILOVER_BOUND);
     let next = world.owner().expect("failover within the bound");
     assert_ne!(next, owner);
-    assert!(world.failovers[0] <= FAILOVER_BOUND, "{:?}", world.failovers);
+    assert!(
+        world.failovers[0] <= FAILOVER_BOUND,
+        "{:?}",
+        world.failovers
+    );
     // The dead node's registration is gone once the new owner defended.
     world.run(D + TICK);
     assert!(!world.lun.is_registered(owner));
@@ -365,9 +394,17 @@ fn a_paused_owner_is_fenced_and_rejoins_as_a_member() {
     world.nodes[i].last_fault = Some(world.now);
     world.deliver(1 - i, Input::TakeOver);
     world.run(3 * D + D);
-    assert_eq!(world.owner(), Some(world.nodes[1 - i].id), "{}", world.log.join("\n"));
+    assert_eq!(
+        world.owner(),
+        Some(world.nodes[1 - i].id),
+        "{}",
+        world.log.join("\n")
+    );
     world.run(2 * D);
-    assert!(world.lun.is_registered(owner), "the old owner re-registered a shared key");
+    assert!(
+        world.lun.is_registered(owner),
+        "the old owner re-registered a shared key"
+    );
     assert!(!world.nodes[i].sm.is_owner());
 }
 
