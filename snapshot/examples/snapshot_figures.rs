@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reservoir_bdev::{Bdev, BlockCount, BlockSize, Durability, Lba, MallocBdev};
+use reservoir_bdev::{BlockCount, BlockSize, Durability, Lba, MallocBdev};
 use reservoir_snapshot::{SnapshotEngine, SnapshotOptions};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -70,7 +70,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     engine.create("to")?;
     let run = |threads: usize| -> Result<(Duration, u64), Box<dyn std::error::Error>> {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
         let mut times = Vec::new();
         let mut total = 0;
         for _ in 0..15 {
@@ -91,8 +93,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         many.as_secs_f64() * 1e3,
         one.as_secs_f64() / many.as_secs_f64()
     );
-    let view = engine.view("from")?;
-    let mut buf = vec![0u8; 512];
-    view.read(Lba(0), &mut buf)?;
     Ok(())
 }

@@ -65,7 +65,8 @@ fn crash_child() {
     };
     let dir = Path::new(&dir);
     let base = open_volume(dir, true);
-    let (engine, _) = SnapshotEngine::open("vol", base, &dir.join("snap"), SnapshotOptions::default()).unwrap();
+    let (engine, _) =
+        SnapshotEngine::open("vol", base, &dir.join("snap"), SnapshotOptions::default()).unwrap();
     let origin = engine.origin();
     engine.create("s1").unwrap();
     println!("created s1");
@@ -138,10 +139,18 @@ fn kill_9_during_writes_keeps_snapshots_and_distrusts_tracking() {
         drop(child);
 
         let base = open_volume(dir.path(), false);
-        let (engine, report) =
-            SnapshotEngine::open("vol", base.clone(), &dir.path().join("snap"), SnapshotOptions::default()).unwrap();
+        let (engine, report) = SnapshotEngine::open(
+            "vol",
+            base.clone(),
+            &dir.path().join("snap"),
+            SnapshotOptions::default(),
+        )
+        .unwrap();
         assert_eq!(report.snapshots, 2);
-        assert!(matches!(report.tracking, TrackingState::Untrusted { .. }), "{report:?}");
+        assert!(
+            matches!(report.tracking, TrackingState::Untrusted { .. }),
+            "{report:?}"
+        );
 
         let s1 = vec![0u8; BYTES as usize];
         let mut s2 = s1.clone();
@@ -156,21 +165,43 @@ fn kill_9_during_writes_keeps_snapshots_and_distrusts_tracking() {
             engine.view(name).unwrap().read(Lba(0), &mut got).unwrap();
             assert!(got == *want, "round {round}: snapshot {name} is not intact");
         }
-        for (from, to, a, b) in [("s1", Some("s2"), &s1, &s2), ("s2", None, &s2, &live), ("s1", None, &s1, &live)] {
+        for (from, to, a, b) in [
+            ("s1", Some("s2"), &s1, &s2),
+            ("s2", None, &s2, &live),
+            ("s1", None, &s1, &live),
+        ] {
             let set = engine.changed(from, to).unwrap();
             assert_eq!(set.method, ChangeMethod::FullCompare);
-            assert_eq!(chunks_of(&set), differing_chunks(a, b), "round {round}: {from}..{to:?}");
+            assert_eq!(
+                chunks_of(&set),
+                differing_chunks(a, b),
+                "round {round}: {from}..{to:?}"
+            );
         }
         // A clean close after the restart makes tracking trusted again for
         // what happens next, while the crashed intervals stay untrusted.
         engine.create("s3").unwrap();
-        engine.origin().write(Lba(0), &[7; 512], Durability::Cached).unwrap();
+        engine
+            .origin()
+            .write(Lba(0), &[7; 512], Durability::Cached)
+            .unwrap();
         engine.close().unwrap();
         drop(engine);
-        let (engine, _) =
-            SnapshotEngine::open("vol", base, &dir.path().join("snap"), SnapshotOptions::default()).unwrap();
+        let (engine, _) = SnapshotEngine::open(
+            "vol",
+            base,
+            &dir.path().join("snap"),
+            SnapshotOptions::default(),
+        )
+        .unwrap();
         let set = engine.changed("s3", None).unwrap();
-        assert_eq!((set.method, set.total_bytes), (ChangeMethod::Tracked, CHUNK));
-        assert_eq!(engine.changed("s2", Some("s3")).unwrap().method, ChangeMethod::FullCompare);
+        assert_eq!(
+            (set.method, set.total_bytes),
+            (ChangeMethod::Tracked, CHUNK)
+        );
+        assert_eq!(
+            engine.changed("s2", Some("s3")).unwrap().method,
+            ChangeMethod::FullCompare
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use reservoir_bdev::{Bdev, BlockCount, BlockSize, Durability, ErrorKind, Lba, MallocBdev};
+use reservoir_bdev::{BlockCount, BlockSize, Durability, ErrorKind, Lba, MallocBdev};
 use reservoir_snapshot::{
     ChangeMethod, ChunkSize, InvalidReason, SnapshotEngine, SnapshotErrorKind, SnapshotOptions,
 };
@@ -38,7 +38,8 @@ fn readers_of_a_view_see_the_frozen_content_while_the_origin_is_written() {
     const BLOCKS: u64 = 8 << 11; // 8 MiB
     let dir = tempfile::tempdir().unwrap();
     let base = volume(BLOCKS);
-    let (engine, _) = SnapshotEngine::open("vol", base.clone(), dir.path(), options(65536, None)).unwrap();
+    let (engine, _) =
+        SnapshotEngine::open("vol", base.clone(), dir.path(), options(65536, None)).unwrap();
     let origin = engine.origin();
     let mut next = rng(7);
     let frozen: Vec<u8> = (0..BLOCKS as usize * BLOCK).map(|_| next() as u8).collect();
@@ -74,7 +75,10 @@ fn readers_of_a_view_see_the_frozen_content_while_the_origin_is_written() {
                     let mut buf = vec![0u8; blocks as usize * BLOCK];
                     view.read(Lba(lba), &mut buf).unwrap();
                     let at = lba as usize * BLOCK;
-                    assert!(buf == frozen[at..at + buf.len()], "view differs at lba {lba}+{blocks}");
+                    assert!(
+                        buf == frozen[at..at + buf.len()],
+                        "view differs at lba {lba}+{blocks}"
+                    );
                 }
             })
         })
@@ -87,7 +91,11 @@ fn readers_of_a_view_see_the_frozen_content_while_the_origin_is_written() {
         w.join().unwrap();
     }
     let mut all = vec![0u8; frozen.len()];
-    engine.view("frozen").unwrap().read(Lba(0), &mut all).unwrap();
+    engine
+        .view("frozen")
+        .unwrap()
+        .read(Lba(0), &mut all)
+        .unwrap();
     assert!(all == *frozen);
 }
 
@@ -142,16 +150,33 @@ fn a_full_diff_area_invalidates_the_snapshot_and_the_origin_keeps_working() {
     let origin = engine.origin();
     engine.create("small").unwrap();
     for chunk in 0..3u64 {
-        origin.write(Lba(chunk * 8), &[0xee; 4096], Durability::Cached).unwrap();
+        origin
+            .write(Lba(chunk * 8), &[0xee; 4096], Durability::Cached)
+            .unwrap();
     }
     let info = engine.get("small").unwrap();
     assert_eq!(info.invalid, Some(InvalidReason::DiffAreaFull));
     let usage = engine.diff_area_usage();
-    assert_eq!((usage.used_bytes, usage.capacity_bytes, usage.invalid_snapshots), (8192, Some(8192), 1));
-    assert_eq!(engine.view("small").unwrap_err().kind(), SnapshotErrorKind::SnapshotInvalid);
-    assert_eq!(engine.changed("small", None).unwrap_err().kind(), SnapshotErrorKind::SnapshotInvalid);
+    assert_eq!(
+        (
+            usage.used_bytes,
+            usage.capacity_bytes,
+            usage.invalid_snapshots
+        ),
+        (8192, Some(8192), 1)
+    );
+    assert_eq!(
+        engine.view("small").unwrap_err().kind(),
+        SnapshotErrorKind::SnapshotInvalid
+    );
+    assert_eq!(
+        engine.changed("small", None).unwrap_err().kind(),
+        SnapshotErrorKind::SnapshotInvalid
+    );
     // The origin was written in full and stays writable.
-    origin.write(Lba(100), &[0x11; 512], Durability::Cached).unwrap();
+    origin
+        .write(Lba(100), &[0x11; 512], Durability::Cached)
+        .unwrap();
     let mut buf = vec![0u8; 3 * 4096];
     origin.read(Lba(0), &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0xee));
@@ -161,54 +186,101 @@ fn a_full_diff_area_invalidates_the_snapshot_and_the_origin_keeps_working() {
     drop(origin);
     drop(engine);
     let (engine, _) = SnapshotEngine::open("vol", base, dir.path(), opts).unwrap();
-    assert_eq!(engine.get("small").unwrap().invalid, Some(InvalidReason::DiffAreaFull));
+    assert_eq!(
+        engine.get("small").unwrap().invalid,
+        Some(InvalidReason::DiffAreaFull)
+    );
     engine.delete("small").unwrap();
     assert_eq!(engine.diff_area_usage().used_bytes, 0);
     engine.create("again").unwrap();
-    engine.origin().write(Lba(0), &[0x22; 4096], Durability::Cached).unwrap();
+    engine
+        .origin()
+        .write(Lba(0), &[0x22; 4096], Durability::Cached)
+        .unwrap();
     let mut old = vec![0u8; 4096];
-    engine.view("again").unwrap().read(Lba(0), &mut old).unwrap();
+    engine
+        .view("again")
+        .unwrap()
+        .read(Lba(0), &mut old)
+        .unwrap();
     assert!(old.iter().all(|&b| b == 0xee));
 }
 
 #[test]
 fn a_view_that_was_open_fails_once_its_snapshot_is_invalidated_or_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, _) = SnapshotEngine::open("vol", volume(64), dir.path(), options(4096, Some(0))).unwrap();
+    let (engine, _) =
+        SnapshotEngine::open("vol", volume(64), dir.path(), options(4096, Some(0))).unwrap();
     engine.create("a").unwrap();
     engine.create("b").unwrap();
     let (va, vb) = (engine.view("a").unwrap(), engine.view("b").unwrap());
     let mut buf = vec![0u8; 512];
     vb.read(Lba(0), &mut buf).unwrap();
-    engine.origin().write(Lba(0), &[1; 512], Durability::Cached).unwrap();
+    engine
+        .origin()
+        .write(Lba(0), &[1; 512], Durability::Cached)
+        .unwrap();
     let e = va.read(Lba(0), &mut buf).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ReadFailed);
     assert!(e.to_string().contains("read snapshot"), "{e}");
     engine.delete("b").unwrap();
-    assert_eq!(vb.read(Lba(0), &mut buf).unwrap_err().kind(), ErrorKind::ReadFailed);
+    assert_eq!(
+        vb.read(Lba(0), &mut buf).unwrap_err().kind(),
+        ErrorKind::ReadFailed
+    );
 }
 
 #[test]
 fn views_are_read_only_and_names_are_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, _) = SnapshotEngine::open("vol", volume(64), dir.path(), SnapshotOptions::default()).unwrap();
+    let (engine, _) =
+        SnapshotEngine::open("vol", volume(64), dir.path(), SnapshotOptions::default()).unwrap();
     engine.create("s").unwrap();
     let view = engine.view("s").unwrap();
     assert_eq!(view.name(), "vol@s");
-    assert_eq!(view.write(Lba(0), &[0; 512], Durability::Fua).unwrap_err().kind(), ErrorKind::Unsupported);
-    assert_eq!(view.unmap(Lba(0), BlockCount(1)).unwrap_err().kind(), ErrorKind::Unsupported);
-    assert_eq!(view.read(Lba(64), &mut [0; 512]).unwrap_err().kind(), ErrorKind::OutOfRange);
-    assert_eq!(engine.create("s").unwrap_err().kind(), SnapshotErrorKind::AlreadyExists);
-    assert_eq!(engine.create("../x").unwrap_err().kind(), SnapshotErrorKind::InvalidArgument);
-    assert_eq!(engine.delete("nope").unwrap_err().kind(), SnapshotErrorKind::NotFound);
+    assert_eq!(
+        view.write(Lba(0), &[0; 512], Durability::Fua)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Unsupported
+    );
+    assert_eq!(
+        view.unmap(Lba(0), BlockCount(1)).unwrap_err().kind(),
+        ErrorKind::Unsupported
+    );
+    assert_eq!(
+        view.read(Lba(64), &mut [0; 512]).unwrap_err().kind(),
+        ErrorKind::OutOfRange
+    );
+    assert_eq!(
+        engine.create("s").unwrap_err().kind(),
+        SnapshotErrorKind::AlreadyExists
+    );
+    assert_eq!(
+        engine.create("../x").unwrap_err().kind(),
+        SnapshotErrorKind::InvalidArgument
+    );
+    assert_eq!(
+        engine.delete("nope").unwrap_err().kind(),
+        SnapshotErrorKind::NotFound
+    );
     // Resizing under a snapshot is refused; without one it passes through.
     let origin = engine.origin();
-    assert_eq!(origin.resize(BlockCount(128)).unwrap_err().kind(), ErrorKind::Unsupported);
+    assert_eq!(
+        origin.resize(BlockCount(128)).unwrap_err().kind(),
+        ErrorKind::Unsupported
+    );
     engine.delete("s").unwrap();
     origin.resize(BlockCount(128)).unwrap();
     assert_eq!(origin.geometry().block_count, BlockCount(128));
     engine.close().unwrap();
-    assert_eq!(origin.write(Lba(0), &[0; 512], Durability::Cached).unwrap_err().kind(), ErrorKind::WriteFailed);
+    assert_eq!(
+        origin
+            .write(Lba(0), &[0; 512], Durability::Cached)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::WriteFailed
+    );
 }
 
 #[test]
@@ -216,7 +288,8 @@ fn tracked_sets_equal_a_full_compare_of_the_same_data() {
     const BLOCKS: u64 = 16384; // 8 MiB, 128 chunks of 64 KiB
     let dir = tempfile::tempdir().unwrap();
     let base = volume(BLOCKS);
-    let (engine, _) = SnapshotEngine::open("vol", base.clone(), dir.path(), SnapshotOptions::default()).unwrap();
+    let (engine, _) =
+        SnapshotEngine::open("vol", base.clone(), dir.path(), SnapshotOptions::default()).unwrap();
     let origin = engine.origin();
     let mut next = rng(3);
     let mut tag = 0u8;
@@ -225,7 +298,13 @@ fn tracked_sets_equal_a_full_compare_of_the_same_data() {
             let blocks = 1 + next() % 200;
             let lba = next() % (BLOCKS - blocks);
             tag = tag.wrapping_add(1).max(1); // never the zero the volume starts with
-            origin.write(Lba(lba), &vec![tag; blocks as usize * BLOCK], Durability::Cached).unwrap();
+            origin
+                .write(
+                    Lba(lba),
+                    &vec![tag; blocks as usize * BLOCK],
+                    Durability::Cached,
+                )
+                .unwrap();
         }
     };
     engine.create("a").unwrap();
@@ -234,19 +313,36 @@ fn tracked_sets_equal_a_full_compare_of_the_same_data() {
     write_some(20);
     engine.create("c").unwrap();
     write_some(5);
-    let pairs = [("a", Some("b")), ("a", Some("c")), ("b", None), ("a", None), ("c", Some("c"))];
-    let tracked: Vec<_> = pairs.iter().map(|(f, t)| engine.changed(f, *t).unwrap()).collect();
+    let pairs = [
+        ("a", Some("b")),
+        ("a", Some("c")),
+        ("b", None),
+        ("a", None),
+        ("c", Some("c")),
+    ];
+    let tracked: Vec<_> = pairs
+        .iter()
+        .map(|(f, t)| engine.changed(f, *t).unwrap())
+        .collect();
     assert!(tracked.iter().all(|s| s.method == ChangeMethod::Tracked));
     assert!(tracked[4].extents.is_empty());
     // An unclean stop makes tracking untrusted; the same sets come back by
     // full compare (each write changed its bytes, so written == differs).
     drop(engine);
-    let (engine, report) = SnapshotEngine::open("vol", base, dir.path(), SnapshotOptions::default()).unwrap();
-    assert!(matches!(report.tracking, reservoir_snapshot::TrackingState::Untrusted { .. }));
+    let (engine, report) =
+        SnapshotEngine::open("vol", base, dir.path(), SnapshotOptions::default()).unwrap();
+    assert!(matches!(
+        report.tracking,
+        reservoir_snapshot::TrackingState::Untrusted { .. }
+    ));
     for ((f, t), want) in pairs.iter().zip(&tracked) {
         let got = engine.changed(f, *t).unwrap();
         // An empty interval is exact without reading anything.
-        let method = if Some(*f) == *t { ChangeMethod::Tracked } else { ChangeMethod::FullCompare };
+        let method = if Some(*f) == *t {
+            ChangeMethod::Tracked
+        } else {
+            ChangeMethod::FullCompare
+        };
         assert_eq!(got.method, method);
         assert_eq!(got.extents, want.extents, "{f}..{t:?}");
         assert_eq!(got.total_bytes, want.total_bytes);

@@ -10,9 +10,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use reservoir_bdev::{BlockCount, BlockSize, Durability, Lba, MallocBdev};
-use reservoir_snapshot::{
-    ChangeMethod, ChangedSet, ChunkSize, SnapshotEngine, SnapshotOptions,
-};
+use reservoir_snapshot::{ChangeMethod, ChangedSet, ChunkSize, SnapshotEngine, SnapshotOptions};
 
 const BLOCK: u64 = 512;
 const CHUNK: u64 = 4096;
@@ -59,7 +57,10 @@ impl Model {
     fn expected(&self, i: usize, j: Option<usize>) -> (BTreeSet<u64>, ChangeMethod) {
         let end = j.unwrap_or(self.snaps.len());
         if self.snaps[i..end].iter().all(|s| s.trusted) {
-            let set = self.snaps[i..end].iter().flat_map(|s| s.written.iter().copied()).collect();
+            let set = self.snaps[i..end]
+                .iter()
+                .flat_map(|s| s.written.iter().copied())
+                .collect();
             return (set, ChangeMethod::Tracked);
         }
         let a = &self.snaps[i].image;
@@ -86,14 +87,20 @@ fn open(base: &Arc<MallocBdev>, dir: &Path) -> Arc<SnapshotEngine> {
         chunk_size: ChunkSize::new(CHUNK as u32).unwrap(),
         diff_area_capacity: None,
     };
-    SnapshotEngine::open("vol", base.clone(), dir, options).unwrap().0
+    SnapshotEngine::open("vol", base.clone(), dir, options)
+        .unwrap()
+        .0
 }
 
 fn check(engine: &Arc<SnapshotEngine>, model: &Model) -> Result<(), TestCaseError> {
     let list = engine.list();
     prop_assert_eq!(
         list.iter().map(|s| s.name.to_string()).collect::<Vec<_>>(),
-        model.snaps.iter().map(|s| s.name.clone()).collect::<Vec<_>>()
+        model
+            .snaps
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
     );
     for s in &model.snaps {
         let view = engine.view(&s.name).unwrap();
@@ -112,7 +119,10 @@ fn check(engine: &Arc<SnapshotEngine>, model: &Model) -> Result<(), TestCaseErro
             let (want, method) = model.expected(i, j);
             prop_assert_eq!(got.method, method, "from {} to {:?}", i, j);
             prop_assert_eq!(chunks_of(&got), want, "from {} to {:?}", i, j);
-            prop_assert_eq!(got.total_bytes, got.extents.iter().map(|e| e.len).sum::<u64>());
+            prop_assert_eq!(
+                got.total_bytes,
+                got.extents.iter().map(|e| e.len).sum::<u64>()
+            );
         }
     }
     Ok(())
