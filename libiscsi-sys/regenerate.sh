@@ -35,6 +35,8 @@ fns=(
     iscsi_reportluns_task iscsi_reportluns_sync
     iscsi_persistent_reserve_in_task iscsi_persistent_reserve_in_sync
     iscsi_persistent_reserve_out_task iscsi_persistent_reserve_out_sync
+    # any CDB: build the task, then submit it with an optional data-out buffer
+    scsi_create_task iscsi_scsi_command_async
     # task management
     iscsi_task_mgmt_abort_task_set_async iscsi_task_mgmt_abort_task_set_sync
     iscsi_task_mgmt_lun_reset_async iscsi_task_mgmt_lun_reset_sync
@@ -43,7 +45,7 @@ fns=(
     scsi_free_scsi_task scsi_datain_unmarshall
 )
 types=(
-    iscsi_url scsi_task scsi_sense scsi_data scsi_iovector
+    iscsi_url iscsi_data scsi_task scsi_sense scsi_data scsi_iovector
     scsi_persistent_reserve_out_basic scsi_readcapacity16
 )
 enums=(

@@ -6,7 +6,7 @@ mod support;
 
 use reservoir_initiator::{
     ConnectOptions, Error, Initiator, Isid, PrOutAction, PrOutFlags, ReservationKey,
-    ReservationType, SenseKey,
+    ReservationType, SenseKey, TransportId,
 };
 use serde_json::Value;
 use support::{Backend, Config, Daemon, INITIATOR_1, INITIATOR_2};
@@ -17,6 +17,7 @@ const BLOCK: u32 = 512;
 
 const KEY_A: ReservationKey = ReservationKey(0xa0a0_0000_0000_000a);
 const KEY_B: ReservationKey = ReservationKey(0xb0b0_0000_0000_000b);
+const KEY_C: ReservationKey = ReservationKey(0xc0c0_0000_0000_000c);
 const NONE: ReservationKey = ReservationKey::ZERO;
 
 fn connect(daemon: &Daemon, name: &str, isid: &str) -> Initiator {
@@ -127,20 +128,6 @@ fn every_type_enforces_its_access_rules() {
         assert_eq!(drain_unit_attentions(&mut b), vec![(0x2a, 0x03)]);
         assert_eq!(drain_unit_attentions(&mut c), vec![]);
         assert_eq!(access(&mut c), (true, true), "{kind:?} after CLEAR");
-    }
-}
-
-trait AllRegistrants {
-    fn is_all_registrants(&self) -> bool;
-}
-
-impl AllRegistrants for ReservationType {
-    fn is_all_registrants(&self) -> bool {
-        matches!(
-            self,
-            ReservationType::WriteExclusiveAllRegistrants
-                | ReservationType::ExclusiveAccessAllRegistrants
-        )
     }
 }
 
@@ -407,4 +394,192 @@ fn operator_shows_and_clears_reservations() {
         "{}",
         String::from_utf8_lossy(&missing.stderr)
     );
+}
+
+/// The one target port every portal of the daemon presents (READ FULL STATUS).
+const TARGET_PORT: u16 = 1;
+
+fn port(name: &str, isid: &str) -> TransportId {
+    TransportId::new(name, Some(isid.parse().expect("valid ISID"))).expect("TransportID")
+}
+
+fn holder_of(status: &reservoir_initiator::FullStatus) -> Option<(TransportId, ReservationKey)> {
+    let holders: Vec<_> = status.entries.iter().filter(|e| e.holder).collect();
+    assert!(
+        holders.len() <= 1,
+        "one holder outside all-registrants types: {status:?}"
+    );
+    holders
+        .first()
+        .map(|e| (e.initiator_port().expect("iSCSI TransportID"), e.key))
+}
+
+/// REGISTER AND MOVE (SPC-4 5.13.8): the holder hands its reservation to
+/// another initiator's nexus, first staying registered, then with UNREG. A
+/// third initiator watches through READ FULL STATUS and READ RESERVATION.
+#[test]
+fn register_and_move_hands_the_reservation_over() {
+    let daemon = Daemon::start(&volume_config());
+    let mut a = connect(&daemon, INITIATOR_1, "800000000001");
+    let mut b = connect(&daemon, INITIATOR_2, "800000000002");
+    let mut c = connect(&daemon, INITIATOR_3, "800000000003");
+    let kind = ReservationType::WriteExclusive;
+    register(&mut a, KEY_A);
+    out(&mut a, PrOutAction::Reserve, KEY_A, NONE, kind).expect("RESERVE");
+    let before = c
+        .pr_read_reservation()
+        .expect("READ RESERVATION")
+        .generation;
+
+    // B is not registered yet: the move registers it with the SA key.
+    a.register_and_move(
+        KEY_A,
+        KEY_B,
+        TARGET_PORT,
+        &port(INITIATOR_2, "800000000002"),
+        false,
+        false,
+    )
+    .expect("REGISTER AND MOVE");
+    let status = c.pr_read_reservation().expect("READ RESERVATION");
+    assert_eq!(
+        status.reservation,
+        Some((KEY_B, kind)),
+        "same type, new key"
+    );
+    assert_eq!(status.generation, before + 1, "one PRgeneration step");
+    let full = c.pr_read_full_status().expect("READ FULL STATUS");
+    assert_eq!(full.entries.len(), 2, "{full:?}");
+    assert_eq!(
+        holder_of(&full),
+        Some((port(INITIATOR_2, "800000000002"), KEY_B))
+    );
+    let moved = full.entries.iter().find(|e| e.holder).expect("holder");
+    assert_eq!(moved.kind, Some(kind));
+    assert_eq!(moved.relative_target_port, TARGET_PORT);
+    let stayed = full.entries.iter().find(|e| !e.holder).expect("old holder");
+    assert_eq!(
+        stayed.initiator_port(),
+        Some(port(INITIATOR_1, "800000000001"))
+    );
+    assert_eq!(
+        stayed.key, KEY_A,
+        "without UNREG the mover stays registered"
+    );
+    // Write Exclusive now lets B write and stops A.
+    assert_eq!(access(&mut b), (true, true));
+    assert_eq!(access(&mut a), (true, false));
+    assert_eq!(access(&mut c), (true, false));
+
+    // B moves it on to C's nexus and leaves (UNREG).
+    b.register_and_move(
+        KEY_B,
+        KEY_C,
+        TARGET_PORT,
+        &port(INITIATOR_3, "800000000003"),
+        true,
+        false,
+    )
+    .expect("REGISTER AND MOVE with UNREG");
+    let full = a.pr_read_full_status().expect("READ FULL STATUS");
+    assert_eq!(
+        holder_of(&full),
+        Some((port(INITIATOR_3, "800000000003"), KEY_C))
+    );
+    let mut keys: Vec<_> = full.entries.iter().map(|e| e.key).collect();
+    keys.sort();
+    assert_eq!(keys, vec![KEY_A, KEY_C], "B unregistered: {full:?}");
+    assert_eq!(
+        a.pr_read_reservation()
+            .expect("READ RESERVATION")
+            .reservation,
+        Some((KEY_C, kind))
+    );
+    assert_eq!(access(&mut c), (true, true));
+    assert_eq!(access(&mut b), (true, false));
+    // B's key is gone: it cannot touch the reservation any more.
+    let e = out(&mut b, PrOutAction::Release, KEY_B, NONE, kind).unwrap_err();
+    assert!(e.is_reservation_conflict(), "{e}");
+
+    // Onto a nexus that is already registered: it keeps the registration
+    // under the new key (SPC-4 5.13.8 d)).
+    c.register_and_move(
+        KEY_C,
+        KEY_B,
+        TARGET_PORT,
+        &port(INITIATOR_1, "800000000001"),
+        true,
+        false,
+    )
+    .expect("REGISTER AND MOVE to a registrant");
+    let keys = b.pr_read_keys().expect("READ KEYS").keys;
+    assert_eq!(keys, vec![KEY_B], "A re-keyed, C gone");
+    assert_eq!(
+        b.pr_read_reservation()
+            .expect("READ RESERVATION")
+            .reservation,
+        Some((KEY_B, kind))
+    );
+    assert_eq!(access(&mut a), (true, true));
+}
+
+/// REGISTER AND MOVE refusals (SPC-4 5.13.8): only the holder may move, and
+/// never onto its own initiator port.
+#[test]
+fn register_and_move_refusals() {
+    let daemon = Daemon::start(&volume_config());
+    let mut a = connect(&daemon, INITIATOR_1, "800000000001");
+    let mut b = connect(&daemon, INITIATOR_2, "800000000002");
+    let mut c = connect(&daemon, INITIATOR_3, "800000000003");
+    let kind = ReservationType::ExclusiveAccess;
+    register(&mut a, KEY_A);
+    register(&mut b, KEY_B);
+    out(&mut a, PrOutAction::Reserve, KEY_A, NONE, kind).expect("RESERVE");
+    let before = c.pr_read_reservation().expect("READ RESERVATION");
+
+    // A registrant that does not hold the reservation.
+    let e = b
+        .register_and_move(
+            KEY_B,
+            KEY_C,
+            TARGET_PORT,
+            &port(INITIATOR_3, "800000000003"),
+            false,
+            false,
+        )
+        .unwrap_err();
+    assert!(e.is_reservation_conflict(), "non-holder: {e}");
+    // An unregistered nexus.
+    let e = c
+        .register_and_move(
+            NONE,
+            KEY_C,
+            TARGET_PORT,
+            &port(INITIATOR_2, "800000000002"),
+            false,
+            false,
+        )
+        .unwrap_err();
+    assert!(e.is_reservation_conflict(), "unregistered: {e}");
+    // The holder naming its own initiator port, with and without the ISID:
+    // INVALID FIELD IN PARAMETER LIST (26h/00h).
+    for own in [
+        port(INITIATOR_1, "800000000001"),
+        TransportId::new(INITIATOR_1, None).expect("TransportID"),
+    ] {
+        let e = a
+            .register_and_move(KEY_A, KEY_C, TARGET_PORT, &own, false, false)
+            .unwrap_err();
+        let sense = e.sense().unwrap_or_else(|| panic!("move to {own}: {e}"));
+        assert_eq!(
+            (sense.key, sense.asc, sense.ascq),
+            (SenseKey::IllegalRequest, 0x26, 0x00),
+            "move to {own}"
+        );
+    }
+    // Nothing changed.
+    assert_eq!(c.pr_read_reservation().expect("READ RESERVATION"), before);
+    let mut keys = c.pr_read_keys().expect("READ KEYS").keys;
+    keys.sort();
+    assert_eq!(keys, vec![KEY_A, KEY_B]);
 }

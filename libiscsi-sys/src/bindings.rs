@@ -469,6 +469,59 @@ extern "C" {
 extern "C" {
     pub fn iscsi_task_mgmt_target_cold_reset_sync(iscsi: *mut iscsi_context) -> ::core::ffi::c_int;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct iscsi_data {
+    pub size: size_t,
+    pub data: *mut ::core::ffi::c_uchar,
+}
+#[test]
+fn bindgen_test_layout_iscsi_data() {
+    assert_eq!(
+        ::core::mem::size_of::<iscsi_data>(),
+        16usize,
+        concat!("Size of: ", stringify!(iscsi_data))
+    );
+    assert_eq!(
+        ::core::mem::align_of::<iscsi_data>(),
+        8usize,
+        concat!("Alignment of ", stringify!(iscsi_data))
+    );
+    fn test_field_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::core::mem::MaybeUninit::<iscsi_data>::uninit();
+                let ptr = uninit.as_ptr();
+                ::core::ptr::addr_of!((*ptr).size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(iscsi_data),
+                "::",
+                stringify!(size)
+            )
+        );
+    }
+    test_field_size();
+    fn test_field_data() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::core::mem::MaybeUninit::<iscsi_data>::uninit();
+                let ptr = uninit.as_ptr();
+                ::core::ptr::addr_of!((*ptr).data) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(iscsi_data),
+                "::",
+                stringify!(data)
+            )
+        );
+    }
+    test_field_data();
+}
 extern "C" {
     pub fn iscsi_set_isid_oui(
         iscsi: *mut iscsi_context,
@@ -492,6 +545,16 @@ extern "C" {
 }
 extern "C" {
     pub fn iscsi_set_isid_reserved(iscsi: *mut iscsi_context) -> ::core::ffi::c_int;
+}
+extern "C" {
+    pub fn iscsi_scsi_command_async(
+        iscsi: *mut iscsi_context,
+        lun: ::core::ffi::c_int,
+        task: *mut scsi_task,
+        cb: iscsi_command_cb,
+        data: *mut iscsi_data,
+        private_data: *mut ::core::ffi::c_void,
+    ) -> ::core::ffi::c_int;
 }
 extern "C" {
     pub fn iscsi_reportluns_task(
@@ -1535,6 +1598,14 @@ fn bindgen_test_layout_scsi_task() {
         );
     }
     test_field_iovector_out();
+}
+extern "C" {
+    pub fn scsi_create_task(
+        cdb_size: ::core::ffi::c_int,
+        cdb: *mut ::core::ffi::c_uchar,
+        xfer_dir: ::core::ffi::c_int,
+        expxferlen: ::core::ffi::c_int,
+    ) -> *mut scsi_task;
 }
 extern "C" {
     pub fn scsi_free_scsi_task(task: *mut scsi_task);

@@ -5,7 +5,9 @@
 //! parameters (including the ISID setters), connect/login/logout, the event
 //! loop hooks (`iscsi_get_fd` / `iscsi_which_events` / `iscsi_service`), the
 //! SCSI commands Reservoir uses in both `*_task` (asynchronous) and `*_sync`
-//! form, task management, and `struct scsi_task`. It is committed so that
+//! form, task management, `struct scsi_task`, and the generic path for any
+//! other CDB (`scsi_create_task` + `iscsi_scsi_command_async`, whose
+//! `struct iscsi_data` names a data-out buffer). It is committed so that
 //! building needs neither bindgen nor libclang. To refresh or widen it, edit
 //! the allowlist in `regenerate.sh` and run it (needs the `bindgen` CLI and
 //! `libclang-dev`); bindgen's layout tests come along and run under
@@ -97,6 +99,29 @@ mod layout {
         assert_eq!(offset_of!(scsi_persistent_reserve_out_basic, all_tg_pt), 17);
         assert_eq!(offset_of!(scsi_persistent_reserve_out_basic, aptpl), 18);
         assert_eq!(size_of::<scsi_persistent_reserve_out_basic>(), 24);
+    }
+
+    #[test]
+    fn a_task_built_from_a_cdb_carries_it() {
+        // PERSISTENT RESERVE OUT / REGISTER AND MOVE with a 48-byte list.
+        let mut cdb = [0x5f, 0x07, 0, 0, 0, 0, 0, 0, 48, 0];
+        // SAFETY: `cdb` is valid for its length and only read (libiscsi
+        // copies it into the task); the task is freed exactly once.
+        unsafe {
+            let task = scsi_create_task(
+                cdb.len() as i32,
+                cdb.as_mut_ptr(),
+                SCSI_XFER_WRITE as i32,
+                48,
+            );
+            assert!(!task.is_null());
+            let t = &*task;
+            assert_eq!(t.cdb_size, 10);
+            assert_eq!(t.cdb[..10], cdb);
+            assert_eq!(t.xfer_dir, SCSI_XFER_WRITE as i32);
+            assert_eq!(t.expxferlen, 48);
+            scsi_free_scsi_task(task);
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod isid;
 mod pattern;
 mod scsi;
 mod session;
+mod transport_id;
 mod url;
 
 use std::time::Duration;
@@ -43,9 +44,13 @@ pub use crate::scsi::{
     Capacity, FullStatus, FullStatusEntry, PrOutAction, PrOutFlags, RegisteredKeys, ReservationKey,
     ReservationStatus, ReservationType, ScsiStatus, Sense, SenseKey,
 };
+pub use crate::transport_id::TransportId;
 pub use crate::url::{Chap, TargetUrl};
 
-use crate::scsi::{decode_read_full_status, decode_read_keys, decode_read_reservation, PrIn};
+use crate::scsi::{
+    decode_read_full_status, decode_read_keys, decode_read_reservation, register_and_move_command,
+    PrIn,
+};
 use crate::session::Session;
 
 /// Session parameters that do not come from the URL.
@@ -322,6 +327,32 @@ impl Initiator {
                 )
             }
         })?;
+        Ok(())
+    }
+
+    /// PERSISTENT RESERVE OUT / REGISTER AND MOVE (SPC-4 §5.13.8, §6.17.4):
+    /// the holder (this nexus, registered with `key`) hands its reservation
+    /// to the initiator port `destination` reached through target port
+    /// `relative_target_port`, registering it with `sa_key`. With `unreg`
+    /// this nexus is unregistered afterwards; `aptpl` sets persistence as
+    /// for REGISTER. The reservation keeps its type.
+    pub fn register_and_move(
+        &mut self,
+        key: ReservationKey,
+        sa_key: ReservationKey,
+        relative_target_port: u16,
+        destination: &TransportId,
+        unreg: bool,
+        aptpl: bool,
+    ) -> Result<(), Error> {
+        let (cdb, list) =
+            register_and_move_command(key, sa_key, relative_target_port, destination, unreg, aptpl);
+        self.session()?.execute_cdb(
+            "PERSISTENT RESERVE OUT / REGISTER AND MOVE",
+            &cdb,
+            Some(list),
+            0,
+        )?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use std::fmt;
 pub use reservoir_pr::{ReservationKey, ReservationType};
 
 use crate::error::Error;
+use crate::transport_id::TransportId;
 
 /// A SCSI status byte (SAM-5 §5.3.1).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,9 +172,9 @@ impl Capacity {
     }
 }
 
-/// PERSISTENT RESERVE OUT service actions this initiator sends (SPC-4
-/// §6.17.2, table 174). REGISTER AND MOVE needs a different parameter list
-/// and is not offered.
+/// PERSISTENT RESERVE OUT service actions with the basic parameter list
+/// (SPC-4 §6.17.2). REGISTER AND MOVE has its own parameter list and its own
+/// call, `Initiator::register_and_move`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PrOutAction {
     Register,
@@ -198,6 +199,41 @@ impl PrOutAction {
         }
     }
 }
+
+/// PERSISTENT RESERVE OUT service action code for REGISTER AND MOVE.
+const REGISTER_AND_MOVE: u8 = 0x07;
+
+/// The CDB and parameter list of PERSISTENT RESERVE OUT / REGISTER AND MOVE
+/// (SPC-4 §6.17.4): the list carries the keys, UNREG and APTPL, the relative
+/// port through which the destination reaches the LU, and its TransportID.
+pub(crate) fn register_and_move_command(
+    key: ReservationKey,
+    sa_key: ReservationKey,
+    relative_target_port: u16,
+    destination: &TransportId,
+    unreg: bool,
+    aptpl: bool,
+) -> ([u8; 10], Vec<u8>) {
+    let tid = destination.encode();
+    let mut list = Vec::with_capacity(24 + tid.len());
+    list.extend_from_slice(&key.0.to_be_bytes());
+    list.extend_from_slice(&sa_key.0.to_be_bytes());
+    list.push(0);
+    list.push(u8::from(unreg) << 1 | u8::from(aptpl));
+    list.extend_from_slice(&relative_target_port.to_be_bytes());
+    // A TransportID is at most 4 + 2^16 - 1 bytes, so this cannot truncate.
+    list.extend_from_slice(&(tid.len() as u32).to_be_bytes());
+    list.extend_from_slice(&tid);
+    // SCOPE and TYPE stay zero: the target keeps the reservation's own
+    // (SPC-4 §5.13.8).
+    let mut cdb = [0u8; 10];
+    cdb[0] = PERSISTENT_RESERVE_OUT;
+    cdb[1] = REGISTER_AND_MOVE;
+    cdb[5..9].copy_from_slice(&(list.len() as u32).to_be_bytes());
+    (cdb, list)
+}
+
+const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
 
 /// Bits of the PERSISTENT RESERVE OUT basic parameter list (SPC-4 §6.17.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -303,6 +339,13 @@ impl FullStatusEntry {
         let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
         let name = std::str::from_utf8(&name[..end]).ok()?;
         Some(name.split(",i,0x").next().unwrap_or(name))
+    }
+}
+
+impl FullStatusEntry {
+    /// The initiator port in the TransportID (iSCSI name and ISID).
+    pub fn initiator_port(&self) -> Option<TransportId> {
+        TransportId::decode(&self.transport_id)
     }
 }
 
@@ -523,6 +566,41 @@ mod tests {
         d[21] = 0x02;
         assert!(decode_read_reservation(&d).is_err(), "type 2 is obsolete");
         assert!(decode_read_reservation(&d[..20]).is_err());
+    }
+
+    #[test]
+    fn register_and_move_parameter_list() {
+        let dest = TransportId::new("iqn.b", Some("800000000002".parse().unwrap())).unwrap();
+        let (cdb, list) = register_and_move_command(
+            ReservationKey(0xa),
+            ReservationKey(0xb),
+            1,
+            &dest,
+            true,
+            false,
+        );
+        let tid = dest.encode();
+        assert_eq!(list.len(), 24 + tid.len());
+        assert_eq!(cdb[..5], [0x5f, 0x07, 0, 0, 0]);
+        assert_eq!(be_u32(&cdb, 5), Some(list.len() as u32));
+        assert_eq!(be_u64(&list, 0), Some(0xa));
+        assert_eq!(be_u64(&list, 8), Some(0xb));
+        assert_eq!(
+            list[16..20],
+            [0, 0b10, 0, 1],
+            "UNREG set, APTPL clear, port 1"
+        );
+        assert_eq!(be_u32(&list, 20), Some(tid.len() as u32));
+        assert_eq!(list[24..], tid[..]);
+        let (_, list) = register_and_move_command(
+            ReservationKey(0xa),
+            ReservationKey(0xb),
+            2,
+            &dest,
+            false,
+            true,
+        );
+        assert_eq!(list[17..20], [0b01, 0, 2], "APTPL set, port 2");
     }
 
     #[test]

@@ -302,6 +302,76 @@ impl Session {
         }
     }
 
+    /// Sends any CDB through [`Session::execute`]: libiscsi wraps the bytes
+    /// in a task (`scsi_create_task` copies them) and sends `data_out` when
+    /// the target asks for it, or collects up to `data_in_len` bytes. A
+    /// command moves data one way or not at all (SAM-5 §5.1).
+    pub(crate) fn execute_cdb(
+        &mut self,
+        command: &'static str,
+        cdb: &[u8],
+        data_out: Option<Vec<u8>>,
+        data_in_len: u32,
+    ) -> Result<Task, Error> {
+        const MAX_CDB: usize = sys::SCSI_CDB_MAX_SIZE as usize;
+        if cdb.is_empty() || cdb.len() > MAX_CDB {
+            return Err(Error::InvalidArgument(format!(
+                "a CDB is 1 to {MAX_CDB} bytes, not {}",
+                cdb.len()
+            )));
+        }
+        let mut cdb_buf = [0u8; MAX_CDB];
+        cdb_buf[..cdb.len()].copy_from_slice(cdb);
+        let cdb_len = cdb.len() as c_int;
+        let (direction, expected) = match (&data_out, data_in_len) {
+            (Some(_), 1..) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{command}: a command has data-out or data-in, not both"
+                )))
+            }
+            (Some(data), 0) => (sys::SCSI_XFER_WRITE, data.len()),
+            (None, 0) => (sys::SCSI_XFER_NONE, 0),
+            (None, len) => (sys::SCSI_XFER_READ, len as usize),
+        };
+        let expected = c_int::try_from(expected).map_err(|_| {
+            Error::InvalidArgument(format!("{command}: transfer of {expected} bytes too large"))
+        })?;
+        let out_len = data_out.as_ref().map_or(0, Vec::len) as sys::size_t;
+        let lun = self.lun;
+        self.execute(command, data_out, |ctx, cb, pd, out| {
+            // SAFETY: live context; `cdb_buf` outlives the call and is only
+            // read. `out` is NULL or `out_len` bytes owned by the Task until
+            // its callback fires; libiscsi copies the `iscsi_data` descriptor
+            // (into an iovec on the task) before returning. On a failed
+            // submission the task never reached the queue, so it is ours to free.
+            unsafe {
+                let task = sys::scsi_create_task(
+                    cdb_len,
+                    cdb_buf.as_mut_ptr(),
+                    direction as c_int,
+                    expected,
+                );
+                if task.is_null() {
+                    return task;
+                }
+                let mut data = sys::iscsi_data {
+                    size: out_len,
+                    data: out,
+                };
+                let data = if out.is_null() {
+                    std::ptr::null_mut()
+                } else {
+                    &mut data as *mut sys::iscsi_data
+                };
+                if sys::iscsi_scsi_command_async(ctx, lun, task, cb, data, pd) != 0 {
+                    sys::scsi_free_scsi_task(task);
+                    return std::ptr::null_mut();
+                }
+                task
+            }
+        })
+    }
+
     /// Sends a task management function and waits for its response.
     pub(crate) fn task_management(
         &mut self,
