@@ -23,10 +23,8 @@ use crate::types::BackupId;
 use crate::wire::{self, ResumePoint};
 use crate::BackupError;
 
-/// A checkpoint after this many payload bytes: an fsync per 64 MiB costs
-/// little next to writing them, and a resume repeats at most that much.
-const ACK_BYTES: u64 = 64 << 20;
-/// ... or after this many records (ZERO records carry no payload).
+/// A checkpoint after this many records even when they carry few payload
+/// bytes (ZERO records carry none).
 const ACK_RECORDS: u64 = 16_384;
 const PROGRESS: &str = "progress";
 const HEADER: &str = "header.json";
@@ -67,6 +65,7 @@ pub(crate) struct Ingest {
     session_base_ms: u64,
     since_ack_bytes: u64,
     since_ack_records: u64,
+    checkpoint_bytes: u64,
 }
 
 fn header_frame_len(header: &StreamHeader) -> u64 {
@@ -80,7 +79,11 @@ fn header_frame_len(header: &StreamHeader) -> u64 {
 impl Repository {
     /// Starts receiving the backup `header` describes, resuming a partial
     /// one with the same header if there is one.
-    pub(crate) fn begin(&self, header: StreamHeader) -> Result<Begin, BackupError> {
+    pub(crate) fn begin(
+        &self,
+        header: StreamHeader,
+        checkpoint_bytes: u64,
+    ) -> Result<Begin, BackupError> {
         header.validate()?;
         let lock = self.lock()?;
         let scan = self.scan()?;
@@ -120,7 +123,7 @@ impl Repository {
                 continue;
             };
             if theirs == header {
-                let ingest = Ingest::resume(self.clone(), *id, dir.clone(), header)?;
+                let ingest = Ingest::resume(self.clone(), *id, dir.clone(), header, checkpoint_bytes)?;
                 return Ok(Begin::Receive(Box::new(ingest)));
             }
         }
@@ -136,7 +139,7 @@ impl Repository {
         files::write_record(&dir, PROGRESS, PROGRESS_VERSION, &progress)?;
         sync_dir(self.root())?;
         drop(lock);
-        let ingest = Ingest::resume(self.clone(), id, dir, header)?;
+        let ingest = Ingest::resume(self.clone(), id, dir, header, checkpoint_bytes)?;
         Ok(Begin::Receive(Box::new(ingest)))
     }
 }
@@ -147,6 +150,7 @@ impl Ingest {
         id: BackupId,
         dir: PathBuf,
         header: StreamHeader,
+        checkpoint_bytes: u64,
     ) -> Result<Ingest, BackupError> {
         let lock_path = dir.join("lock");
         let lock = File::options()
@@ -207,6 +211,7 @@ impl Ingest {
             session_base_ms: saved.duration_ms,
             since_ack_bytes: 0,
             since_ack_records: 0,
+            checkpoint_bytes: checkpoint_bytes.max(1),
             saved,
             header,
         })
@@ -231,7 +236,7 @@ impl Ingest {
         self.index_entries += 1;
         self.since_ack_bytes += payload.len() as u64;
         self.since_ack_records += 1;
-        if self.since_ack_bytes >= ACK_BYTES || self.since_ack_records >= ACK_RECORDS {
+        if self.since_ack_bytes >= self.checkpoint_bytes || self.since_ack_records >= ACK_RECORDS {
             return self.checkpoint().map(Some);
         }
         Ok(None)

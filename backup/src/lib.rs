@@ -44,7 +44,7 @@ pub use progress::Progress;
 pub use repo::{BackupInfo, Repository, VolumeChain};
 pub use restore::{restore, RestoreOptions, RestoreSummary, RestoreTarget};
 pub use sender::{send_backup, BackupSource};
-pub use server::{BackupServer, ServerHandle};
+pub use server::{BackupServer, ServerHandle, ServerOptions};
 pub use source::ChangedChunks;
 pub use stream::{decode_stream, ChangeSource, StreamHeader, Totals};
 pub use types::{BackupId, ChunkBytes, Token, VolumeIdentity};

@@ -26,11 +26,29 @@ use crate::BackupError;
 /// Connections served at once; more wait in the listen queue.
 const MAX_CONNECTIONS: usize = 64;
 
+/// How the server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Payload bytes between checkpoints (fsync of data and index, then an
+    /// ACK). A resume repeats at most this much; 64 MiB costs one fsync
+    /// per 64 MiB written, little next to writing them.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            checkpoint_bytes: 64 << 20,
+        }
+    }
+}
+
 /// The backup server.
 #[derive(Debug)]
 pub struct BackupServer {
     repo: Repository,
     token: Token,
+    options: ServerOptions,
     conns: Mutex<HashMap<u64, TcpStream>>,
     next_conn: AtomicU64,
     stopping: AtomicBool,
@@ -78,10 +96,15 @@ impl Drop for ServerHandle {
 
 impl BackupServer {
     /// Opens the repository (recovering what a crash left) for serving.
-    pub fn new(repo: &Path, token: Token) -> Result<Arc<BackupServer>, BackupError> {
+    pub fn new(
+        repo: &Path,
+        token: Token,
+        options: ServerOptions,
+    ) -> Result<Arc<BackupServer>, BackupError> {
         Ok(Arc::new(BackupServer {
             repo: Repository::open(repo)?,
             token,
+            options,
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -89,17 +112,27 @@ impl BackupServer {
     }
 
     /// Serves `listener` until the process ends.
-    pub fn serve(listener: TcpListener, repo: &Path, token: Token) -> Result<(), BackupError> {
-        BackupServer::new(repo, token)?.run(listener);
+    pub fn serve(
+        listener: TcpListener,
+        repo: &Path,
+        token: Token,
+        options: ServerOptions,
+    ) -> Result<(), BackupError> {
+        BackupServer::new(repo, token, options)?.run(listener);
         Ok(())
     }
 
     /// Serves `listener` on a background thread.
-    pub fn spawn(listener: TcpListener, repo: &Path, token: Token) -> Result<ServerHandle, BackupError> {
+    pub fn spawn(
+        listener: TcpListener,
+        repo: &Path,
+        token: Token,
+        options: ServerOptions,
+    ) -> Result<ServerHandle, BackupError> {
         let addr = listener
             .local_addr()
             .map_err(BackupError::io("listener address", repo))?;
-        let server = BackupServer::new(repo, token)?;
+        let server = BackupServer::new(repo, token, options)?;
         let s = server.clone();
         let thread = thread::Builder::new()
             .name("backup-server".into())
@@ -198,7 +231,7 @@ impl BackupServer {
                 }
             };
             match request {
-                Request::Backup { header } => match self.repo.begin(header)? {
+                Request::Backup { header } => match self.repo.begin(header, self.options.checkpoint_bytes)? {
                     Begin::AlreadyComplete(info) => send(w, &Reply::AlreadyComplete { info })?,
                     Begin::Receive(ingest) => receive(*ingest, r, w)?,
                 },
