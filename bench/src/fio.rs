@@ -53,6 +53,7 @@ pub fn fill_args(url: &str) -> Vec<String> {
         "--rw=write".to_owned(),
         "--bs=1m".to_owned(),
         "--iodepth=4".to_owned(),
+        "--unified_rw_reporting=mixed".to_owned(),
         "--output-format=json".to_owned(),
     ]
 }

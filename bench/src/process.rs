@@ -37,9 +37,9 @@ pub fn free_loopback_port() -> Result<u16> {
 pub enum Stop {
     /// SIGTERM (reservoir, istgt), then SIGKILL after a grace period.
     Terminate,
-    /// This command first (tgtd ignores SIGTERM; `tgtadm ... delete system`
-    /// is its clean shutdown), then SIGKILL.
-    Command(Vec<String>),
+    /// These commands first (tgtd ignores SIGTERM; `tgtadm` shuts it
+    /// down), then SIGKILL.
+    Commands(Vec<Vec<String>>),
 }
 
 /// A started daemon, stopped when dropped.
@@ -118,8 +118,8 @@ impl Drop for Guarded {
                 // reaped, so the pid cannot have been reused).
                 unsafe { libc::kill(pid, libc::SIGTERM) };
             }
-            Stop::Command(argv) => {
-                if let Some((program, args)) = argv.split_first() {
+            Stop::Commands(commands) => {
+                for (program, args) in commands.iter().filter_map(|argv| argv.split_first()) {
                     let _ = Command::new(program)
                         .args(args)
                         .stdout(Stdio::null())

@@ -131,19 +131,42 @@ pub fn tgt_setup_commands(control: u16, luns: &LunPaths) -> Vec<Vec<String>> {
     commands
 }
 
-/// tgtd ignores SIGTERM; deleting the system is its clean shutdown.
-pub fn tgt_stop_command(control: u16) -> Vec<String> {
-    [
-        "tgtadm",
-        "-C",
-        &control.to_string(),
-        "--op",
-        "delete",
-        "--mode",
-        "system",
+/// tgtd's control channel numbers (`-C N`, the socket
+/// /var/run/tgtd/socket.N) are 0..=32767; 0 is the system tgtd's. The
+/// bench starts from a number derived from the iSCSI port, in 10000..32767.
+pub fn tgt_control_candidates(port: u16) -> impl Iterator<Item = u16> {
+    const FIRST: u16 = 10_000;
+    const SPAN: u16 = 32_768 - FIRST;
+    (0..SPAN).map(move |i| FIRST + (port % SPAN + i) % SPAN)
+}
+
+fn free_tgt_control(port: u16) -> Result<u16> {
+    tgt_control_candidates(port)
+        .take(1000)
+        .find(|n| !Path::new(&format!("/var/run/tgtd/socket.{n}")).exists())
+        .context("no free tgtd control channel number in /var/run/tgtd")
+}
+
+/// tgtd ignores SIGTERM. Its clean shutdown: take the system offline,
+/// delete the target with its open sessions, then delete the system.
+pub fn tgt_stop_commands(control: u16) -> Vec<Vec<String>> {
+    let control = control.to_string();
+    let tgtadm = |rest: &[&str]| -> Vec<String> {
+        ["tgtadm", "-C", control.as_str()]
+            .iter()
+            .chain(rest)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    vec![
+        tgtadm(&[
+            "--op", "update", "--mode", "sys", "--name", "State", "-v", "offline",
+        ]),
+        tgtadm(&[
+            "--lld", "iscsi", "--mode", "target", "--op", "delete", "--force", "--tid", "1",
+        ]),
+        tgtadm(&["--op", "delete", "--mode", "system"]),
     ]
-    .map(str::to_owned)
-    .to_vec()
 }
 
 /// istgt's config file. The `[UnitControl]` section must exist but gets no
@@ -257,18 +280,23 @@ pub fn start(kind: TargetKind, ctx: &StartContext<'_>) -> Result<RunningTarget> 
                 file_image,
             };
             allocate_image(&luns.ram_image)?;
-            // The iSCSI port doubles as the control channel number, so this
-            // tgtd never talks to a system tgtd's socket.
+            // A private control channel, so this tgtd never talks to a
+            // system tgtd's socket (or another bench's).
+            let control = free_tgt_control(port)?;
             let mut command = Command::new("tgtd");
             command
-                .args(["-f", "-C", &port.to_string(), "--iscsi"])
+                .args(["-f", "-C", &control.to_string(), "--iscsi"])
                 .arg(format!("portal=127.0.0.1:{port}"));
-            let mut process =
-                Guarded::spawn("tgtd", command, &log, Stop::Command(tgt_stop_command(port)))?;
+            let mut process = Guarded::spawn(
+                "tgtd",
+                command,
+                &log,
+                Stop::Commands(tgt_stop_commands(control)),
+            )?;
             process
                 .wait_listening(addr, START_TIMEOUT)
                 .with_context(|| format!("see {}", log.display()))?;
-            for argv in tgt_setup_commands(port, &luns) {
+            for argv in tgt_setup_commands(control, &luns) {
                 run_checked(&argv)?;
             }
             Ok(RunningTarget {
@@ -401,6 +429,23 @@ mod tests {
             },
         );
         assert_eq!(ram_only.len(), 3);
+    }
+
+    #[test]
+    fn tgt_control_numbers_stay_in_tgtd_range() {
+        for port in [0, 1, 3260, 22_767, 22_768, 45_678, u16::MAX] {
+            let all: Vec<u16> = tgt_control_candidates(port).collect();
+            assert_eq!(all.len(), 22_768);
+            assert!(
+                all.iter().all(|n| (10_000..=32_767).contains(n)),
+                "port {port}"
+            );
+        }
+        assert_eq!(tgt_control_candidates(3260).next(), Some(13_260));
+        assert_eq!(
+            tgt_control_candidates(32_767).take(2).collect::<Vec<_>>(),
+            [19_999, 20_000]
+        );
     }
 
     #[test]
