@@ -432,6 +432,22 @@ mod tests {
     }
 
     #[test]
+    fn tgt_stops_offline_then_target_then_system() {
+        let stop: Vec<String> = tgt_stop_commands(4000)
+            .iter()
+            .map(|c| c.join(" "))
+            .collect();
+        assert_eq!(
+            stop,
+            [
+                "tgtadm -C 4000 --op update --mode sys --name State -v offline",
+                "tgtadm -C 4000 --lld iscsi --mode target --op delete --force --tid 1",
+                "tgtadm -C 4000 --op delete --mode system",
+            ]
+        );
+    }
+
+    #[test]
     fn tgt_control_numbers_stay_in_tgtd_range() {
         for port in [0, 1, 3260, 22_767, 22_768, 45_678, u16::MAX] {
             let all: Vec<u16> = tgt_control_candidates(port).collect();
