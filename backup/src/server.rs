@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use crate::conn::IO_TIMEOUT;
 use crate::image::{Image, Piece};
@@ -50,6 +51,8 @@ pub struct BackupServer {
     token: Token,
     options: ServerOptions,
     conns: Mutex<HashMap<u64, TcpStream>>,
+    /// Which connection is receiving each partial backup.
+    writers: Mutex<HashMap<crate::BackupId, u64>>,
     next_conn: AtomicU64,
     stopping: AtomicBool,
 }
@@ -106,6 +109,7 @@ impl BackupServer {
             token,
             options,
             conns: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
         }))
@@ -168,7 +172,7 @@ impl BackupServer {
             let spawned = thread::Builder::new()
                 .name("backup-conn".into())
                 .spawn(move || {
-                    s.connection(stream);
+                    s.connection(id, stream);
                     s.conns.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
                 });
             if spawned.is_err() {
@@ -177,7 +181,7 @@ impl BackupServer {
         }
     }
 
-    fn connection(&self, stream: TcpStream) {
+    fn connection(&self, conn: u64, stream: TcpStream) {
         let setup = |s: &TcpStream| {
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -187,13 +191,14 @@ impl BackupServer {
         let Ok(read_half) = setup(&stream) else { return };
         let mut r = BufReader::with_capacity(1 << 20, read_half);
         let mut w = BufWriter::with_capacity(1 << 20, stream);
-        if let Err(e) = self.session(&mut r, &mut w) {
+        if let Err(e) = self.session(conn, &mut r, &mut w) {
             let _ = refuse(&mut w, &e);
         }
     }
 
     fn session(
         &self,
+        conn: u64,
         r: &mut BufReader<TcpStream>,
         w: &mut BufWriter<TcpStream>,
     ) -> Result<(), BackupError> {
@@ -231,9 +236,21 @@ impl BackupServer {
                 }
             };
             match request {
-                Request::Backup { header } => match self.repo.begin(header, self.options.checkpoint_bytes)? {
+                Request::Backup { header } => match self.begin(header)? {
                     Begin::AlreadyComplete(info) => send(w, &Reply::AlreadyComplete { info })?,
-                    Begin::Receive(ingest) => receive(*ingest, r, w)?,
+                    Begin::Receive(ingest) => {
+                        let id = ingest.id();
+                        self.writers
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(id, conn);
+                        let result = receive(*ingest, r, w);
+                        self.writers
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&id);
+                        result?
+                    }
                 },
                 Request::Describe { backup } => {
                     let info = self.repo.describe(backup)?;
@@ -265,6 +282,37 @@ impl BackupServer {
             }
         }
         Ok(())
+    }
+}
+
+impl BackupServer {
+    /// A sender that resumes a backup another connection still holds is
+    /// the same sender after a network fault the server has not noticed
+    /// yet (a half-open connection can stay silent until its timeout): the
+    /// new connection takes over and the old one is cut.
+    fn begin(&self, header: crate::StreamHeader) -> Result<Begin, BackupError> {
+        const TAKEOVER: Duration = Duration::from_secs(10);
+        let start = Instant::now();
+        loop {
+            match self.repo.begin(header.clone(), self.options.checkpoint_bytes) {
+                Err(BackupError::Busy(id)) if start.elapsed() < TAKEOVER => {
+                    let holder = self
+                        .writers
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&id)
+                        .copied();
+                    if let Some(holder) = holder {
+                        let conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+                        if let Some(c) = conns.get(&holder) {
+                            let _ = c.shutdown(Shutdown::Both);
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        }
     }
 }
 
