@@ -2,8 +2,10 @@
 //! (distinct iSCSI names and ISIDs) through reservoir-initiator, and the
 //! operator's `reservoir reservation` commands.
 
+mod raw_iscsi;
 mod support;
 
+use raw_iscsi::{Outcome, RawSession};
 use reservoir_initiator::{
     ConnectOptions, Error, Initiator, Isid, PrOutAction, PrOutFlags, ReservationKey,
     ReservationType, SenseKey, TransportId,
@@ -582,4 +584,102 @@ fn register_and_move_refusals() {
     let mut keys = c.pr_read_keys().expect("READ KEYS").keys;
     keys.sort();
     assert_eq!(keys, vec![KEY_A, KEY_B]);
+}
+
+/// Takes the unit attentions a fresh login starts with, on a raw session.
+fn drain_raw_unit_attentions(session: &mut RawSession) {
+    for _ in 0..8 {
+        let outcome = session
+            .execute(&raw_iscsi::TEST_UNIT_READY, 0)
+            .expect("TEST UNIT READY");
+        match outcome.sense {
+            None if outcome.status == Outcome::GOOD => return,
+            Some((0x6, _, _)) => {}
+            _ => panic!("TEST UNIT READY: {outcome:?}"),
+        }
+    }
+    panic!("unit attentions never cleared");
+}
+
+/// PREEMPT AND ABORT while the victim has writes in flight (SPC-4
+/// 5.13.11.4.4, 5.13.11.5): the victim's WRITEs wait on the target for their
+/// solicited data while the fencer preempts and aborts the victim's key.
+/// When the data finally arrives the tasks end with TASK ABORTED (TAS = 1)
+/// and write nothing; the victim's next command gets REGISTRATIONS
+/// PREEMPTED, and its writes then meet RESERVATION CONFLICT.
+#[test]
+fn preempt_and_abort_ends_the_victims_commands_in_flight() {
+    const VICTIM_ISID: &str = "800000000001";
+    let daemon = Daemon::start(&volume_config());
+    let kind = ReservationType::WriteExclusiveRegistrantsOnly;
+    let mut fencer = connect(&daemon, INITIATOR_2, "800000000002");
+    register(&mut fencer, KEY_B);
+    let old = vec![0x11; 16 * BLOCK as usize];
+    fencer
+        .write(0, &old, BLOCK, true)
+        .expect("WRITE the old data");
+    {
+        // The victim's nexus registers and reserves; the raw session below
+        // logs in as the same nexus (same name and ISID).
+        let mut victim = connect(&daemon, INITIATOR_1, VICTIM_ISID);
+        register(&mut victim, KEY_A);
+        out(&mut victim, PrOutAction::Reserve, KEY_A, NONE, kind).expect("RESERVE");
+    }
+    let portal = std::net::SocketAddr::from(([127, 0, 0, 1], daemon.port()));
+    let isid = VICTIM_ISID.parse::<Isid>().expect("ISID").bytes();
+    let mut victim = RawSession::login(portal, INITIATOR_1, isid, IQN).expect("raw login");
+    drain_raw_unit_attentions(&mut victim);
+
+    // Two WRITE (10)s, each held at its R2T: in flight on the target.
+    let new = vec![0xee; 8 * BLOCK as usize];
+    let first = victim
+        .start_write(0, new.clone(), BLOCK)
+        .expect("first WRITE");
+    let second = victim.start_write(8, new, BLOCK).expect("second WRITE");
+
+    out(
+        &mut fencer,
+        PrOutAction::PreemptAndAbort,
+        KEY_B,
+        KEY_A,
+        kind,
+    )
+    .expect("PREEMPT AND ABORT");
+
+    for (which, held) in [("first", first), ("second", second)] {
+        let outcome = victim.finish(held).expect("Data-Out");
+        assert_eq!(
+            outcome.status,
+            Outcome::TASK_ABORTED,
+            "{which} write: {outcome:?}"
+        );
+    }
+    // Next command: UNIT ATTENTION, REGISTRATIONS PREEMPTED (2Ah/05h).
+    let outcome = victim
+        .write(0, &[0xdd; BLOCK as usize], BLOCK)
+        .expect("WRITE");
+    assert_eq!(outcome.status, Outcome::CHECK_CONDITION, "{outcome:?}");
+    assert_eq!(outcome.sense, Some((0x6, 0x2a, 0x05)), "{outcome:?}");
+    // Then the reservation (now the fencer's) refuses its writes...
+    let outcome = victim
+        .write(0, &[0xdd; BLOCK as usize], BLOCK)
+        .expect("WRITE");
+    assert_eq!(outcome.status, Outcome::RESERVATION_CONFLICT, "{outcome:?}");
+    // ...while reads pass (Write Exclusive – Registrants Only), and no
+    // block the aborted or refused writes targeted has changed.
+    let outcome = victim
+        .execute(&raw_iscsi::read10(0, 16), 16 * BLOCK)
+        .expect("READ (10)");
+    assert_eq!(outcome.status, Outcome::GOOD, "{outcome:?}");
+    assert!(outcome.data_in == old, "victim reads the old data");
+    assert_eq!(fencer.read(0, 16, BLOCK).expect("READ"), old);
+
+    assert_eq!(fencer.pr_read_keys().expect("READ KEYS").keys, vec![KEY_B]);
+    assert_eq!(
+        fencer
+            .pr_read_reservation()
+            .expect("READ RESERVATION")
+            .reservation,
+        Some((KEY_B, kind))
+    );
 }
