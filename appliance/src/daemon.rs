@@ -8,17 +8,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use reservoir_iscsi::{Access, Credentials, PortalContext, Sessions, TargetNode, Targets};
+use reservoir_iscsi::{Access, Credentials, PortalContext, Sessions};
 use reservoir_reactor::ReactorPool;
-use reservoir_scsi::{Device, Lun, LunOptions, TargetPort};
+use reservoir_scsi::{Lun, LunOptions};
 use reservoir_target_config::{ChapCredentials, Config};
 
 use crate::reservations::{FileStore, Reservations};
-use crate::rpc::{Api, LunView, RpcServer, TargetView};
+use crate::rpc::{Api, RpcServer};
+use crate::targets::{LunView, TargetRegistry, TargetView, PORTAL_GROUP_TAG};
 use crate::volumes::Volumes;
-
-/// The one portal group every portal belongs to (RFC 7143 §4.4.1).
-const PORTAL_GROUP_TAG: u16 = 1;
 
 pub fn serve(config: &Config) -> Result<()> {
     let data_dir = &config.server.data_dir;
@@ -30,8 +28,7 @@ pub fn serve(config: &Config) -> Result<()> {
     let signals = block_shutdown_signals()?;
 
     let volumes = Arc::new(Volumes::open(data_dir, &config.volumes)?);
-    let targets = Arc::new(Targets::new());
-    let mut views = Vec::new();
+    let targets = Arc::new(TargetRegistry::new(data_dir));
     let mut reservations = Reservations::default();
     let exports = |volume: &str| {
         config
@@ -74,39 +71,32 @@ pub fn serve(config: &Config) -> Result<()> {
                 volume: name.to_string(),
             });
         }
-        let port = TargetPort {
-            name: format!("{iqn},t,0x{PORTAL_GROUP_TAG:04x}"),
-            relative_id: 1,
+        let allowed_initiators: Option<Vec<String>> = target
+            .allowed_initiators
+            .as_ref()
+            .map(|list| list.iter().map(ToString::to_string).collect());
+        let access = Access {
+            allowed_initiators: allowed_initiators.clone(),
+            chap: target.chap.as_ref().map(credentials),
+            mutual_chap: target.mutual_chap.as_ref().map(credentials),
         };
-        targets.insert(TargetNode {
+        let view = TargetView {
             iqn: iqn.clone(),
-            device: Arc::new(Device::new(&iqn, luns, port)),
-            access: Access {
-                allowed_initiators: target
-                    .allowed_initiators
-                    .as_ref()
-                    .map(|list| list.iter().map(ToString::to_string).collect()),
-                chap: target.chap.as_ref().map(credentials),
-                mutual_chap: target.mutual_chap.as_ref().map(credentials),
-            },
-        });
-        views.push(TargetView {
-            iqn,
             luns: lun_views,
-            allowed_initiators: target
-                .allowed_initiators
-                .as_ref()
-                .map(|list| list.iter().map(ToString::to_string).collect()),
+            allowed_initiators,
             chap: target.chap.is_some(),
             mutual_chap: target.mutual_chap.is_some(),
             read_only: target.read_only,
-        });
+            snapshot: None,
+        };
+        targets.add(&iqn, luns, access, view);
     }
+    targets.restore_exports(&volumes)?;
 
     let sessions = Arc::new(Sessions::new());
     let portals: Vec<SocketAddr> = config.portals.iter().map(|p| p.listen).collect();
     let context = Arc::new(PortalContext::new(
-        targets,
+        targets.nodes(),
         sessions.clone(),
         PORTAL_GROUP_TAG,
         portals.clone(),
@@ -117,7 +107,7 @@ pub fn serve(config: &Config) -> Result<()> {
     let rpc = RpcServer::start(
         &socket,
         Arc::new(
-            Api::new(volumes.clone(), sessions, views.clone())
+            Api::new(volumes.clone(), sessions, targets.clone())
                 .with_reservations(Arc::new(reservations)),
         ),
     )?;
@@ -129,12 +119,12 @@ pub fn serve(config: &Config) -> Result<()> {
         }
     };
 
-    print_banner(config, &views, &reactors, &socket);
+    print_banner(config, &targets.views(), &reactors, &socket);
     let signal = wait_for(&signals)?;
     eprintln!("reservoir: {signal}: stopping");
     rpc.stop();
     reactors.stop();
-    let failures = volumes.flush_all();
+    let failures = volumes.close_all();
     for (name, error) in &failures {
         eprintln!("reservoir: flushing volume {name} failed: {error:#}");
     }

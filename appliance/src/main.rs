@@ -7,6 +7,7 @@ mod reservations;
 mod rpc;
 mod store;
 mod table;
+mod targets;
 mod volumes;
 
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ enum Command {
     /// Persistent reservations of a volume's LUNs.
     #[command(subcommand)]
     Reservation(cli::ReservationCommand),
+    /// Copy-on-write snapshots of a volume.
+    #[command(subcommand)]
+    Snapshot(cli::SnapshotCommand),
     /// Print a commented example config file.
     ExampleConfig,
 }
@@ -97,6 +101,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Command::Target(c) => cli::target(&mut client, c, output),
                 Command::Session(c) => cli::session(&mut client, c, output),
                 Command::Reservation(c) => cli::reservation(&mut client, c, output),
+                Command::Snapshot(c) => cli::snapshot(&mut client, c, output),
                 Command::Serve | Command::ExampleConfig => unreachable!("handled above"),
             }
         }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use reservoir_bdev::{Bdev, BlockCount, BlockSize, FileBdev, MallocBdev};
 use reservoir_scsi::{Lun, LunIdentity};
+use reservoir_snapshot::{SnapshotEngine, SnapshotOptions, TrackingState};
 use reservoir_target_config::{BlockSizeConfig, ByteSize, VolumeConfig, VolumeName};
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +34,10 @@ pub enum Origin {
 pub struct Volume {
     pub spec: VolumeSpec,
     pub origin: Origin,
+    /// What LUNs present: the snapshot origin stacked on the backend, so
+    /// every write is seen by copy-on-write and change tracking.
     pub bdev: Arc<dyn Bdev>,
+    pub snapshots: Arc<SnapshotEngine>,
     pub identity: LunIdentity,
     /// LUNs that present this volume; told when its capacity changes.
     luns: Mutex<Vec<Arc<Lun>>>,
@@ -183,10 +187,18 @@ impl Volumes {
         if volume.exported() {
             bail!("volume {name:?} is exported by a target; remove it from the target first");
         }
+        if !volume.snapshots.list().is_empty() {
+            bail!("volume {name:?} has snapshots; delete them first");
+        }
         volume.bdev.flush().context("cannot flush the volume")?;
+        volume
+            .snapshots
+            .close()
+            .context("cannot close the volume's snapshot metadata")?;
         self.volumes.lock().expect("volume lock").remove(name);
         self.save_runtime()?;
         let _ = std::fs::remove_file(self.identity_path(name));
+        let _ = std::fs::remove_dir_all(self.snapshot_dir(name));
         Ok(())
     }
 
@@ -213,27 +225,51 @@ impl Volumes {
         Ok(volume)
     }
 
-    /// Flushes every volume; used on shutdown.
-    pub fn flush_all(&self) -> Vec<(String, anyhow::Error)> {
+    /// Flushes every volume and closes its snapshot metadata cleanly (so
+    /// change tracking is trusted after the restart); used on shutdown.
+    pub fn close_all(&self) -> Vec<(String, anyhow::Error)> {
         self.list()
             .into_iter()
             .filter_map(|v| {
-                v.bdev
-                    .flush()
-                    .err()
-                    .map(|e| (v.spec.name.clone(), anyhow::Error::new(e)))
+                let flushed = v.bdev.flush().map_err(anyhow::Error::new);
+                let closed = v.snapshots.close().map_err(anyhow::Error::new);
+                flushed.and(closed).err().map(|e| (v.spec.name.clone(), e))
             })
             .collect()
     }
 
     fn insert(&self, spec: VolumeSpec, origin: Origin, create: bool) -> Result<Arc<Volume>> {
-        let bdev = open_bdev(&spec, create || origin == Origin::Config)
+        let base = open_bdev(&spec, create || origin == Origin::Config)
             .with_context(|| format!("cannot open volume {:?}", spec.name))?;
+        let snapshot_dir = self.snapshot_dir(&spec.name);
+        if spec.backend == "malloc" {
+            // A RAM volume starts empty: snapshots of its previous life
+            // describe content that no longer exists.
+            match std::fs::remove_dir_all(&snapshot_dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e)
+                        .with_context(|| format!("cannot clear {}", snapshot_dir.display()))
+                }
+                _ => {}
+            }
+        }
+        let (snapshots, report) =
+            SnapshotEngine::open(&spec.name, base, &snapshot_dir, SnapshotOptions::default())
+                .with_context(|| format!("cannot open the snapshots of volume {:?}", spec.name))?;
+        if let TrackingState::Untrusted { reason } = &report.tracking {
+            tracing::warn!(
+                volume = %spec.name,
+                %reason,
+                "change tracking is not trusted after an unclean stop; \
+                 changed-block sets will be computed by full compare"
+            );
+        }
         let identity = self.identity(&spec.name)?;
         let volume = Arc::new(Volume {
             spec,
             origin,
-            bdev,
+            bdev: snapshots.origin(),
+            snapshots,
             identity,
             luns: Mutex::new(Vec::new()),
         });
@@ -265,6 +301,10 @@ impl Volumes {
             },
         )?;
         Ok(identity)
+    }
+
+    fn snapshot_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join("snapshots").join(name)
     }
 
     fn identity_path(&self, name: &str) -> PathBuf {

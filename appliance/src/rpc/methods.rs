@@ -6,35 +6,19 @@ use std::sync::Arc;
 use reservoir_iscsi::Sessions;
 use reservoir_target_config::ByteSize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::protocol::{self, RpcError};
 use crate::reservations::Reservations;
+use crate::targets::TargetRegistry;
 use crate::volumes::{Volume, VolumeSpec, Volumes};
-
-/// What `target_list` reports of one target; fixed when the daemon starts.
-#[derive(Debug, Clone, Serialize)]
-pub struct TargetView {
-    pub iqn: String,
-    pub luns: Vec<LunView>,
-    pub allowed_initiators: Option<Vec<String>>,
-    pub chap: bool,
-    pub mutual_chap: bool,
-    pub read_only: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LunView {
-    pub lun: u64,
-    pub volume: String,
-}
 
 #[derive(Debug)]
 pub struct Api {
     volumes: Arc<Volumes>,
     sessions: Arc<Sessions>,
-    targets: Vec<TargetView>,
+    targets: Arc<TargetRegistry>,
     reservations: Arc<Reservations>,
 }
 
@@ -71,7 +55,11 @@ struct CreateParams {
 }
 
 impl Api {
-    pub fn new(volumes: Arc<Volumes>, sessions: Arc<Sessions>, targets: Vec<TargetView>) -> Self {
+    pub fn new(
+        volumes: Arc<Volumes>,
+        sessions: Arc<Sessions>,
+        targets: Arc<TargetRegistry>,
+    ) -> Self {
         Self {
             volumes,
             sessions,
@@ -135,6 +123,7 @@ impl Api {
                 let sessions = self.sessions.list();
                 Ok(Value::Array(
                     self.targets
+                        .views()
                         .iter()
                         .map(|t| {
                             let mut value = serde_json::to_value(t).expect("views serialize");
@@ -180,10 +169,13 @@ impl Api {
                     .clear(&p.volume)
                     .map_err(|e| RpcError::failed(&e.into()))
             }
-            other => Err(RpcError::new(
-                protocol::METHOD_NOT_FOUND,
-                format!("no method {other:?}; see docs/rpc.md for the list"),
-            )),
+            other => super::snapshots::call(&self.volumes, &self.targets, other, params)
+                .unwrap_or_else(|| {
+                    Err(RpcError::new(
+                        protocol::METHOD_NOT_FOUND,
+                        format!("no method {other:?}; see docs/rpc.md for the list"),
+                    ))
+                }),
         }
     }
 
@@ -191,7 +183,9 @@ impl Api {
         let geometry = volume.bdev.geometry();
         let exported_by: Vec<String> = self
             .targets
+            .views()
             .iter()
+            .filter(|t| t.snapshot.is_none())
             .flat_map(|t| {
                 t.luns
                     .iter()
@@ -213,7 +207,7 @@ impl Api {
     }
 }
 
-fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+pub(super) fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
     if !params.is_object() {
         return Err(RpcError::invalid_params(
             "params must be an object of named values",

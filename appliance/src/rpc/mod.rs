@@ -6,7 +6,8 @@ mod client;
 mod methods;
 mod protocol;
 mod server;
+mod snapshots;
 
 pub use client::Client;
-pub use methods::{Api, LunView, TargetView};
+pub use methods::Api;
 pub use server::RpcServer;

@@ -207,7 +207,11 @@ mod tests {
 
     fn api(dir: &Path) -> Api {
         let volumes = Arc::new(Volumes::open(dir, &[]).unwrap());
-        Api::new(volumes, Arc::new(Sessions::new()), Vec::new())
+        Api::new(
+            volumes,
+            Arc::new(Sessions::new()),
+            Arc::new(crate::targets::TargetRegistry::new(dir)),
+        )
     }
 
     fn reply(api: &Api, line: &str) -> Value {

@@ -8,6 +8,10 @@ use serde_json::{json, Value};
 use crate::rpc::Client;
 use crate::table;
 
+mod snapshot;
+
+pub use snapshot::{snapshot, SnapshotCommand};
+
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
     pub json: bool,
@@ -271,12 +275,12 @@ pub fn session(client: &mut Client, command: SessionCommand, output: Output) -> 
     Ok(())
 }
 
-fn print_json(value: &Value) -> Result<()> {
+pub(crate) fn print_json(value: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-fn text(value: &Value) -> String {
+pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -284,7 +288,7 @@ fn text(value: &Value) -> String {
     }
 }
 
-fn list(value: &Value) -> String {
+pub(crate) fn list(value: &Value) -> String {
     let items: Vec<String> = value.as_array().into_iter().flatten().map(text).collect();
     if items.is_empty() {
         "-".into()
@@ -293,7 +297,7 @@ fn list(value: &Value) -> String {
     }
 }
 
-fn bytes(value: &Value) -> String {
+pub(crate) fn bytes(value: &Value) -> String {
     value
         .as_u64()
         .map(|b| reservoir_target_config::ByteSize::from_bytes(b).to_string())
