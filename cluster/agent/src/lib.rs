@@ -13,20 +13,28 @@
 //! reservations with the appliance's own SPC-4 table (`reservoir-pr`).
 
 mod arbitration;
+mod core;
 mod disk;
 mod error;
 mod keys;
+mod membership;
 mod ownership;
 mod quorum;
 mod time;
+mod witness;
 
 #[cfg(test)]
 mod sim;
 
 pub use crate::arbitration::{FastMutex, MutexEffect, MutexInput};
+pub use crate::core::{CoreConfig, CoreEffect, CoreInput, CoreStatus, Lun, NodeCore, RECORD_BLOCK};
 pub use crate::disk::{DiskFault, DiskOp, DiskReply, DiskResult, SharedDisk};
 pub use crate::error::Error;
 pub use crate::keys::{ClusterKey, ClusterSignature, Generation, KeyRole, NodeId};
+pub use crate::membership::{
+    heartbeat_ms, lease_ms, max_delay_ms, suspect_ms, Detection, FailureDetector, Heartbeat,
+    MAX_DELAY_MS,
+};
 pub use crate::ownership::{
     challenge_wait, Effect, Input, LossReason, Ownership, Policy, Role, View, DEFAULT_DEFENSE_MS,
 };
@@ -34,3 +42,4 @@ pub use crate::quorum::{
     ClusterRecord, Quorum, QuorumEffect, QuorumInput, LBA_RECORD, MAX_MEMBERS,
 };
 pub use crate::time::Millis;
+pub use crate::witness::{LastSurviving, StartupGate};

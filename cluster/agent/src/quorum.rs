@@ -14,7 +14,7 @@
 //! Nodes that are not the quorum owner read the record from every replica
 //! each interval and adopt the highest epoch once a majority answered.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::arbitration::{FastMutex, MutexEffect, MutexInput};
 use crate::disk::{DiskOp, DiskReply, DiskResult};
@@ -121,10 +121,12 @@ pub enum QuorumInput {
         result: DiskResult,
     },
     /// `active`: connected to enough of the cluster to hold or contend for
-    /// the quorum; `suspected`: nodes whose heartbeats stopped.
+    /// the quorum; `suspected`: nodes whose heartbeats stopped; `heard`:
+    /// peers whose heartbeats arrive.
     Connectivity {
         active: bool,
-        suspected: std::collections::BTreeSet<NodeId>,
+        suspected: BTreeSet<NodeId>,
+        heard: BTreeSet<NodeId>,
     },
     /// Quorum owner: record this membership.
     Propose(BTreeMap<NodeId, Generation>),
@@ -189,7 +191,8 @@ pub struct Quorum {
     block_size: usize,
     record: ClusterRecord,
     active: bool,
-    suspected: std::collections::BTreeSet<NodeId>,
+    suspected: BTreeSet<NodeId>,
+    heard: BTreeSet<NodeId>,
     /// Membership the quorum owner wants recorded.
     wanted: Option<BTreeMap<NodeId, Generation>>,
     /// The record being written; never changed until committed or the
@@ -226,6 +229,7 @@ impl Quorum {
             record: ClusterRecord::default(),
             active: false,
             suspected: Default::default(),
+            heard: Default::default(),
             wanted: None,
             proposal: None,
             quorate: false,
@@ -301,9 +305,14 @@ impl Quorum {
                     None => {}
                 }
             }
-            QuorumInput::Connectivity { active, suspected } => {
+            QuorumInput::Connectivity {
+                active,
+                suspected,
+                heard,
+            } => {
                 self.active = active;
                 self.suspected = suspected;
+                self.heard = heard;
                 self.push_views(now);
             }
             QuorumInput::Propose(members) => self.wanted = Some(members),
@@ -414,23 +423,45 @@ impl Quorum {
         }
     }
 
+    /// The node every replica should go to: the recorded quorum owner
+    /// while it is heard, otherwise the lowest-numbered node heard (this
+    /// one included). Nodes that hear the same peers and read the same
+    /// record agree on it, which breaks the tie when live nodes hold a
+    /// minority of the replicas each and defend them against each other.
+    fn leader(&self) -> NodeId {
+        match self.record.owner {
+            Some(owner) if owner == self.me || self.heard.contains(&owner) => owner,
+            _ => self
+                .heard
+                .iter()
+                .copied()
+                .chain(std::iter::once(self.me))
+                .min()
+                .unwrap_or(self.me),
+        }
+    }
+
     /// Every replica belongs with the quorum owner, so that each record
-    /// reaches all of them: the owner asks for the ones it lacks (an invited
-    /// challenge) and a node holding one while another is the quorum owner
-    /// hands it over as in a planned move.
+    /// reaches all of them, and before there is one, with the
+    /// [leader](Self::leader): it asks for the replicas it lacks (an invited
+    /// challenge) and every other node holding one hands it over as in a
+    /// planned move.
     fn gather(&mut self, now: Millis, i: usize) {
-        let input = match (self.quorate, self.record.owner) {
-            (true, _) if self.replicas[i].own.role() == Role::Member => ownership::Input::TakeOver,
-            (false, Some(owner))
-                if owner != self.me
-                    && self.active
-                    && self.proposal.is_none()
-                    && !self.suspected.contains(&owner)
-                    && self.replicas[i].own.is_owner() =>
-            {
-                ownership::Input::MoveTo(owner)
+        let leader = self.leader();
+        let role = self.replicas[i].own.role();
+        let input = if self.quorate || (self.active && leader == self.me) {
+            if role != Role::Member {
+                return;
             }
-            _ => return,
+            ownership::Input::TakeOver
+        } else if leader != self.me
+            && self.active
+            && self.proposal.is_none()
+            && self.replicas[i].own.is_owner()
+        {
+            ownership::Input::MoveTo(leader)
+        } else {
+            return;
         };
         let out = self.replicas[i].own.apply(now, input);
         self.own_effects(i, out);

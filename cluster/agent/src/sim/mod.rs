@@ -2,6 +2,7 @@
 //! the appliance's own SPC-4 table (`reservoir-pr`), a seeded RNG, and
 //! fault schedules. Every run is a function of its seed.
 
+mod cluster;
 mod quorum;
 mod volume;
 

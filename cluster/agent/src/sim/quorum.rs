@@ -213,11 +213,21 @@ impl World {
                 .filter(|(j, _)| !peers.contains(j))
                 .map(|(_, n)| n.id)
                 .collect();
+            let heard: BTreeSet<NodeId> = peers
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| self.nodes[j].id)
+                .collect();
             if self.nodes[i].sent.as_ref() != Some(&(active, suspected.clone())) {
                 self.nodes[i].sent = Some((active, suspected.clone()));
-                let fx = self.nodes[i]
-                    .q
-                    .apply(now, QuorumInput::Connectivity { active, suspected });
+                let fx = self.nodes[i].q.apply(
+                    now,
+                    QuorumInput::Connectivity {
+                        active,
+                        suspected,
+                        heard,
+                    },
+                );
                 self.effects(i, fx);
             }
             if (now.0 + 20 * u64::from(self.nodes[i].id.get())).is_multiple_of(TICK) {
