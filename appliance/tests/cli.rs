@@ -12,24 +12,9 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Config, Daemon, INITIATOR_1};
+use support::{succeeded as ok, Config, Daemon, INITIATOR_1};
 
 const IQN: &str = "iqn.2026-11.io.reservoir:cli";
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn ok(what: &str, output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        stdout(&output),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout(&output)
-}
 
 fn json(what: &str, output: Output) -> Value {
     serde_json::from_str(&ok(what, output)).unwrap_or_else(|e| panic!("{what}: not JSON: {e}"))

@@ -4,9 +4,9 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use support::{Config, Daemon, INITIATOR_1};
+use support::{stdout, succeeded, Config, Daemon, INITIATOR_1};
 
 const IQN: &str = "iqn.2026-11.io.reservoir:tools";
 const IQN_2: &str = "iqn.2026-11.io.reservoir:tools-2";
@@ -18,22 +18,6 @@ fn tool(name: &str) -> Command {
     let mut command = Command::new(support::require_tool(name));
     command.arg(format!("--initiator-name={INITIATOR_1}"));
     command
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Asserts the tool succeeded and returns its stdout.
-fn succeeded(what: &str, output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        stdout(&output),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout(&output)
 }
 
 /// The value of `KEY:value` in a tool's output.

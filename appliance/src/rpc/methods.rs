@@ -24,8 +24,8 @@ pub struct Api {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VolumeParams {
-    volume: String,
+pub(super) struct VolumeParams {
+    pub(super) volume: String,
 }
 
 #[derive(Deserialize)]

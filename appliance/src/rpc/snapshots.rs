@@ -8,16 +8,10 @@ use reservoir_snapshot::{ChangeMethod, SnapshotInfo};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::methods::parse;
+use super::methods::{parse, VolumeParams};
 use super::protocol::RpcError;
 use crate::targets::TargetRegistry;
 use crate::volumes::{Volume, Volumes};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VolumeParams {
-    volume: String,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
