@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::disk::{DiskOp, DiskResult};
 use crate::keys::{ClusterSignature, Generation, NodeId};
@@ -112,7 +112,7 @@ pub enum CoreEffect {
 }
 
 /// A snapshot of the core's state for `reservoir node status`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoreStatus {
     pub node: NodeId,
     pub generation: Generation,

@@ -33,7 +33,10 @@ pub struct NodeId(u8);
 impl NodeId {
     pub fn new(id: u8) -> Result<Self, Error> {
         if id == 0 {
-            return Err(Error::Config("node id 0 is reserved; use 1..=255".into()));
+            return Err(Error::Invalid {
+                field: "node id".into(),
+                reason: "0 is reserved; use 1..=255".into(),
+            });
         }
         Ok(NodeId(id))
     }
@@ -100,7 +103,7 @@ impl ClusterSignature {
 }
 
 /// What a registration is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KeyRole {
     /// The key of the node that holds (or is taking) the reservation.
     Owner,

@@ -13,11 +13,14 @@
 //! reservations with the appliance's own SPC-4 table (`reservoir-pr`).
 
 mod arbitration;
+mod config;
 mod core;
 mod disk;
 mod error;
+mod io;
 mod keys;
 mod membership;
+mod node;
 mod ownership;
 mod quorum;
 mod time;
@@ -27,13 +30,20 @@ mod witness;
 mod sim;
 
 pub use crate::arbitration::{FastMutex, MutexEffect, MutexInput};
+pub use crate::config::{
+    load_last_surviving, next_generation, store_last_surviving, LunRef, NodeAddress, NodeConfig,
+};
 pub use crate::core::{CoreConfig, CoreEffect, CoreInput, CoreStatus, Lun, NodeCore, RECORD_BLOCK};
 pub use crate::disk::{DiskFault, DiskOp, DiskReply, DiskResult, SharedDisk};
 pub use crate::error::Error;
+pub use crate::io::{node_isid, IscsiDisk};
 pub use crate::keys::{ClusterKey, ClusterSignature, Generation, KeyRole, NodeId};
 pub use crate::membership::{
     heartbeat_ms, lease_ms, max_delay_ms, suspect_ms, Detection, FailureDetector, Heartbeat,
     MAX_DELAY_MS,
+};
+pub use crate::node::{
+    move_volume, request, run, status, KeyView, LunView, Node, Request, Response, Status,
 };
 pub use crate::ownership::{
     challenge_wait, Effect, Input, LossReason, Ownership, Policy, Role, View, DEFAULT_DEFENSE_MS,

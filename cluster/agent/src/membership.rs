@@ -26,8 +26,11 @@
 //! claim reaches a non-owner by `t + delay`, whose lease then ends by
 //! `t + delay + lease`. So `delay + lease < 1.5 D` keeps the old partition's
 //! leases from overlapping the new quorum: with `lease = D`, any heartbeat
-//! delivered within half an interval is safe ([`MAX_DELAY_MS`]); a later one
-//! is discarded by the edge.
+//! delivered within half an interval is safe ([`MAX_DELAY_MS`], 1.5 s at the
+//! default interval). Nodes share no clock, so the delay cannot be measured
+//! per datagram: it is an assumption, met by a LAN (where a datagram arrives
+//! in milliseconds or is lost) and by the runtime reading its socket
+//! continuously.
 
 use std::collections::{BTreeMap, BTreeSet};
 

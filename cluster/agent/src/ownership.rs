@@ -108,7 +108,7 @@ pub enum Effect {
 }
 
 /// The node's part in one LUN, for status output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     Passive,
     Unregistered,

@@ -32,7 +32,7 @@ const RECORD_VERSION: u8 = 1;
 pub const MAX_MEMBERS: usize = 96;
 
 /// The cluster's operational data, versioned by `epoch`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterRecord {
     /// Grows with every new quorum owner: of two records with the same
     /// epoch (one a deposed owner's unfinished write), the later owner's wins.
