@@ -5,8 +5,8 @@ use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::repo::{BackupInfo, VolumeChain};
 use crate::maintain::{PruneReport, VerifyReport};
+use crate::repo::{BackupInfo, VolumeChain};
 use crate::stream::frame_name;
 use crate::types::{BackupId, Token};
 use crate::wire::{self, Frame, Reply, Request};
@@ -95,7 +95,9 @@ impl Client {
         setup(&stream).map_err(BackupError::disconnected("connect"))?;
         let reader = BufReader::with_capacity(
             1 << 20,
-            stream.try_clone().map_err(BackupError::disconnected("connect"))?,
+            stream
+                .try_clone()
+                .map_err(BackupError::disconnected("connect"))?,
         );
         let mut conn = Conn {
             reader,

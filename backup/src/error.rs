@@ -45,7 +45,9 @@ pub enum BackupError {
     UnknownRecord { tag: u8 },
     #[error("the backup server refused the token; check the token file on both sides")]
     Auth,
-    #[error("no backup with id {0} in the repository; `reservoir backup list` shows the existing ones")]
+    #[error(
+        "no backup with id {0} in the repository; `reservoir backup list` shows the existing ones"
+    )]
     NotFound(BackupId),
     #[error("{what}: {why}")]
     InvalidArgument { what: &'static str, why: String },
@@ -53,7 +55,9 @@ pub enum BackupError {
     Corrupt { id: BackupId, why: String },
     #[error("repository entry {path} is damaged: {why}")]
     CorruptFile { path: String, why: String },
-    #[error("{what} has format version {found}, this build reads up to {supported}; upgrade Reservoir")]
+    #[error(
+        "{what} has format version {found}, this build reads up to {supported}; upgrade Reservoir"
+    )]
     Unsupported {
         what: String,
         found: u32,

@@ -80,8 +80,8 @@ pub(crate) fn read_record<T: Serialize + DeserializeOwned>(
             supported,
         });
     }
-    let value: T = serde_json::from_value(envelope.body)
-        .map_err(|e| corrupt(format!("not a {what}: {e}")))?;
+    let value: T =
+        serde_json::from_value(envelope.body).map_err(|e| corrupt(format!("not a {what}: {e}")))?;
     let body = serde_json::to_vec(&value).map_err(|e| corrupt(e.to_string()))?;
     let crc = crc32c::crc32c(&body);
     if crc != envelope.crc32c {
@@ -139,7 +139,7 @@ impl IndexEntry {
 /// Reads `chunks.idx`; returns the entries and the file's CRC32C.
 pub(crate) fn read_index(path: &Path) -> Result<(Vec<IndexEntry>, u32), BackupError> {
     let bytes = fs::read(path).map_err(BackupError::io("read", path))?;
-    if bytes.len() % INDEX_ENTRY != 0 {
+    if !bytes.len().is_multiple_of(INDEX_ENTRY) {
         return Err(BackupError::CorruptFile {
             path: path.display().to_string(),
             why: format!(

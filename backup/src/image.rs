@@ -34,8 +34,15 @@ struct Source {
 /// One record of the resolved image.
 #[derive(Debug)]
 pub(crate) enum Piece<'a> {
-    Data { offset: u64, crc: u32, payload: &'a [u8] },
-    Zero { offset: u64, len: u64 },
+    Data {
+        offset: u64,
+        crc: u32,
+        payload: &'a [u8],
+    },
+    Zero {
+        offset: u64,
+        len: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -60,7 +67,10 @@ impl Image {
         let chunk = top.chunk_size.u64();
         let volume_size = top.volume_size;
         let chunks = usize::try_from(volume_size.div_ceil(chunk)).map_err(|_| {
-            corrupt(id, format!("volume size {volume_size} does not fit this machine"))
+            corrupt(
+                id,
+                format!("volume size {volume_size} does not fit this machine"),
+            )
         })?;
         let mut slots = vec![
             Slot {
@@ -195,7 +205,8 @@ impl Image {
 /// file, so that nothing later trusts a damaged entry.
 pub(crate) fn load_index(stored: &Stored) -> Result<Vec<IndexEntry>, BackupError> {
     let m = &stored.manifest;
-    let (entries, crc) = files::read_index(&stored.dir.join(INDEX)).map_err(|e| corrupt(m.id, e.to_string()))?;
+    let (entries, crc) =
+        files::read_index(&stored.dir.join(INDEX)).map_err(|e| corrupt(m.id, e.to_string()))?;
     if crc != m.index_crc32c || entries.len() as u64 != m.index_entries {
         return Err(corrupt(
             m.id,
@@ -213,18 +224,29 @@ pub(crate) fn load_index(stored: &Stored) -> Result<Vec<IndexEntry>, BackupError
     if data_len != m.data_len {
         return Err(corrupt(
             m.id,
-            format!("chunks.dat is {data_len} bytes, the manifest records {}", m.data_len),
+            format!(
+                "chunks.dat is {data_len} bytes, the manifest records {}",
+                m.data_len
+            ),
         ));
     }
     for e in &entries {
-        let in_volume = e.offset.checked_add(e.len).is_some_and(|end| end <= m.volume_size);
+        let in_volume = e
+            .offset
+            .checked_add(e.len)
+            .is_some_and(|end| end <= m.volume_size);
         let in_data = e.kind != KIND_DATA
             || (e.len <= m.chunk_size.u64()
-                && e.pos.checked_add(e.len).is_some_and(|end| end <= m.data_len));
-        if !in_volume || !in_data || e.offset % m.chunk_size.u64() != 0 {
+                && e.pos
+                    .checked_add(e.len)
+                    .is_some_and(|end| end <= m.data_len));
+        if !in_volume || !in_data || !e.offset.is_multiple_of(m.chunk_size.u64()) {
             return Err(corrupt(
                 m.id,
-                format!("index entry at offset {} length {} is out of range", e.offset, e.len),
+                format!(
+                    "index entry at offset {} length {} is out of range",
+                    e.offset, e.len
+                ),
             ));
         }
     }

@@ -17,7 +17,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::files::{self, sync_dir, IndexEntry, INDEX_ENTRY};
-use crate::repo::{now_ms, BackupInfo, Manifest, Repository, DATA, INDEX, MANIFEST, MANIFEST_VERSION};
+use crate::repo::{
+    now_ms, BackupInfo, Manifest, Repository, DATA, INDEX, MANIFEST, MANIFEST_VERSION,
+};
 use crate::stream::{RecordCheck, StreamHeader, Totals, KIND_DATA, KIND_ZERO};
 use crate::types::BackupId;
 use crate::wire::{self, ResumePoint};
@@ -70,9 +72,12 @@ pub(crate) struct Ingest {
 
 fn header_frame_len(header: &StreamHeader) -> u64 {
     let mut v = Vec::new();
-    let _ = wire::write_request(&mut v, &wire::Request::Backup {
-        header: header.clone(),
-    });
+    let _ = wire::write_request(
+        &mut v,
+        &wire::Request::Backup {
+            header: header.clone(),
+        },
+    );
     v.len() as u64
 }
 
@@ -123,7 +128,8 @@ impl Repository {
                 continue;
             };
             if theirs == header {
-                let ingest = Ingest::resume(self.clone(), *id, dir.clone(), header, checkpoint_bytes)?;
+                let ingest =
+                    Ingest::resume(self.clone(), *id, dir.clone(), header, checkpoint_bytes)?;
                 return Ok(Begin::Receive(Box::new(ingest)));
             }
         }
@@ -164,12 +170,13 @@ impl Ingest {
         }
         // An unreadable progress record means nothing in the partial can
         // be trusted: start it over.
-        let saved = files::read_record::<Progress>(&dir.join(PROGRESS), "progress", PROGRESS_VERSION)
-            .unwrap_or_else(|_| Progress {
-                created_unix_ms: now_ms(),
-                bytes_sent: header_frame_len(&header),
-                ..Progress::default()
-            });
+        let saved =
+            files::read_record::<Progress>(&dir.join(PROGRESS), "progress", PROGRESS_VERSION)
+                .unwrap_or_else(|_| Progress {
+                    created_unix_ms: now_ms(),
+                    bytes_sent: header_frame_len(&header),
+                    ..Progress::default()
+                });
         let open = |name: &str, len: u64| -> Result<BufWriter<File>, BackupError> {
             let path = dir.join(name);
             let f = File::options()
@@ -226,9 +233,15 @@ impl Ingest {
         self.saved.resume
     }
 
-    fn append(&mut self, entry: IndexEntry, payload: &[u8]) -> Result<Option<ResumePoint>, BackupError> {
+    fn append(
+        &mut self,
+        entry: IndexEntry,
+        payload: &[u8],
+    ) -> Result<Option<ResumePoint>, BackupError> {
         let io = |op| BackupError::io(op, &self.dir);
-        self.data.write_all(payload).map_err(io("write chunks.dat in"))?;
+        self.data
+            .write_all(payload)
+            .map_err(io("write chunks.dat in"))?;
         self.index
             .write_all(&entry.encode())
             .map_err(BackupError::io("write chunks.idx in", &self.dir))?;
@@ -262,7 +275,11 @@ impl Ingest {
         self.append(entry, payload)
     }
 
-    pub(crate) fn zero(&mut self, offset: u64, len: u64) -> Result<Option<ResumePoint>, BackupError> {
+    pub(crate) fn zero(
+        &mut self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<ResumePoint>, BackupError> {
         self.check.zero(offset, len)?;
         self.bytes_sent += wire::ZERO_FRAME_LEN;
         let entry = IndexEntry {
@@ -339,7 +356,9 @@ impl Ingest {
             if !self.repo.scan()?.backups.contains_key(&parent) {
                 return Err(BackupError::InvalidArgument {
                     what: "parent backup",
-                    why: format!("backup {parent} was pruned while this one was sent; send a full backup"),
+                    why: format!(
+                        "backup {parent} was pruned while this one was sent; send a full backup"
+                    ),
                 });
             }
         }

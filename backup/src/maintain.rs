@@ -43,7 +43,11 @@ pub struct VerifyReport {
 impl VerifyReport {
     /// Ids of the backups with at least one problem.
     pub fn damaged(&self) -> Vec<BackupId> {
-        self.backups.iter().filter(|v| !v.ok()).map(|v| v.id).collect()
+        self.backups
+            .iter()
+            .filter(|v| !v.ok())
+            .map(|v| v.id)
+            .collect()
     }
 }
 
@@ -106,7 +110,10 @@ fn verify_one(stored: &Stored, parents: &BTreeSet<BackupId>) -> BackupVerdict {
         .map_init(Vec::new, |buf, e| {
             buf.resize(e.len as usize, 0);
             match data.read_exact_at(buf, e.pos) {
-                Err(err) => Some((e.offset, format!("chunk at offset {}: unreadable: {err}", e.offset))),
+                Err(err) => Some((
+                    e.offset,
+                    format!("chunk at offset {}: unreadable: {err}", e.offset),
+                )),
                 Ok(()) => {
                     let actual = crc32c::crc32c(buf);
                     (actual != e.crc).then(|| {

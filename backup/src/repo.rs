@@ -221,7 +221,8 @@ impl Repository {
         // is in `commit`, which holds the repository lock we hold now.)
         for (id, dir) in self.scan()?.partials {
             if dir.join(MANIFEST).exists() {
-                let m: Manifest = files::read_record(&dir.join(MANIFEST), "manifest", MANIFEST_VERSION)?;
+                let m: Manifest =
+                    files::read_record(&dir.join(MANIFEST), "manifest", MANIFEST_VERSION)?;
                 self.publish(&dir, id, m.generation)?;
             }
         }
@@ -246,7 +247,12 @@ impl Repository {
     }
 
     /// Renames a finished directory into place as `b<id>-g<gen>`.
-    pub(crate) fn publish(&self, from: &Path, id: BackupId, generation: u32) -> Result<(), BackupError> {
+    pub(crate) fn publish(
+        &self,
+        from: &Path,
+        id: BackupId,
+        generation: u32,
+    ) -> Result<(), BackupError> {
         let to = self.backup_dir(id, generation);
         fs::rename(from, &to).map_err(BackupError::io("rename", from))?;
         sync_dir(&self.root)?;
@@ -302,7 +308,8 @@ impl Repository {
             gens.sort();
             let (generation, dir) = gens.pop().expect("an id is only recorded with a directory");
             scan.superseded.extend(gens.into_iter().map(|(_, d)| d));
-            match files::read_record::<Manifest>(&dir.join(MANIFEST), "manifest", MANIFEST_VERSION) {
+            match files::read_record::<Manifest>(&dir.join(MANIFEST), "manifest", MANIFEST_VERSION)
+            {
                 Ok(m) if m.id == id && m.generation == generation => {
                     scan.backups.insert(id, Stored { dir, manifest: m });
                 }
@@ -382,9 +389,7 @@ impl Repository {
                 {
                     return Err(BackupError::Corrupt {
                         id: child.manifest.id,
-                        why: format!(
-                            "its parent {at} is of another volume or chunk size"
-                        ),
+                        why: format!("its parent {at} is of another volume or chunk size"),
                     });
                 }
             }

@@ -61,8 +61,15 @@ pub struct RestoreSummary {
 
 /// An opened target: writes at byte offsets.
 enum Sink {
-    File { file: File, part: PathBuf, path: PathBuf },
-    Bdev { bdev: Arc<dyn Bdev>, block: u64 },
+    File {
+        file: File,
+        part: PathBuf,
+        path: PathBuf,
+    },
+    Bdev {
+        bdev: Arc<dyn Bdev>,
+        block: u64,
+    },
 }
 
 impl Sink {
@@ -83,7 +90,9 @@ impl Sink {
             }
             RestoreTarget::Bdev(bdev) => {
                 let g = bdev.geometry();
-                if g.block_size.bytes() != info.volume.block_size || g.size_bytes() < info.volume_size {
+                if g.block_size.bytes() != info.volume.block_size
+                    || g.size_bytes() < info.volume_size
+                {
                     return Err(BackupError::InvalidArgument {
                         what: "restore target",
                         why: format!(
@@ -107,13 +116,27 @@ impl Sink {
 
     fn write(&self, piece: &Piece<'_>) -> Result<(), BackupError> {
         match (self, piece) {
-            (Sink::File { file, part, .. }, Piece::Data { offset, payload, .. }) => file
+            (
+                Sink::File { file, part, .. },
+                Piece::Data {
+                    offset, payload, ..
+                },
+            ) => file
                 .write_all_at(payload, *offset)
                 .map_err(BackupError::io("write", part)),
             // The file was created empty and sized: its holes read as zero.
             (Sink::File { .. }, Piece::Zero { .. }) => Ok(()),
-            (Sink::Bdev { bdev, block }, Piece::Data { offset, payload, .. }) => bdev
-                .write(Lba(offset / block), payload, reservoir_bdev::Durability::Cached)
+            (
+                Sink::Bdev { bdev, block },
+                Piece::Data {
+                    offset, payload, ..
+                },
+            ) => bdev
+                .write(
+                    Lba(offset / block),
+                    payload,
+                    reservoir_bdev::Durability::Cached,
+                )
                 .map_err(|source| BackupError::Bdev {
                     op: "restore write",
                     volume: bdev.name().to_owned(),
@@ -158,7 +181,12 @@ fn run_segments<S>(
     sink: &Sink,
     progress: &mut (dyn FnMut(&Progress) + Send),
     init: impl Fn() -> Result<S, BackupError> + Sync,
-    work: impl Fn(&mut S, u64, u64, &mut dyn FnMut(&Piece<'_>) -> Result<(), BackupError>) -> Result<(), BackupError>
+    work: impl Fn(
+            &mut S,
+            u64,
+            u64,
+            &mut dyn FnMut(&Piece<'_>) -> Result<(), BackupError>,
+        ) -> Result<(), BackupError>
         + Sync,
 ) -> Result<u64, BackupError> {
     let c = info.chunk_size.get() as u64;
@@ -200,9 +228,9 @@ fn run_segments<S>(
             .collect();
         let mut first = Ok(());
         for h in handles {
-            let r = h.join().unwrap_or_else(|_| {
-                Err(BackupError::protocol("a restore worker panicked"))
-            });
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(BackupError::protocol("a restore worker panicked")));
             if first.is_ok() {
                 first = r;
             }

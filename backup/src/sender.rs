@@ -101,6 +101,22 @@ fn read_chunk(view: &dyn Bdev, block: u64, offset: u64, len: u64) -> Result<Chun
     Ok(Chunk { offset, len, data })
 }
 
+/// After a failed send: the server's own account of why, if it sent one
+/// before closing (a refused record, a pruned parent).
+fn server_reason(conn: &mut crate::conn::Conn) -> Option<BackupError> {
+    conn.reader
+        .get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    loop {
+        match conn.frame("backup") {
+            Ok(Frame::Ack { .. }) => {}
+            Err(e @ BackupError::Remote { .. }) => return Some(e),
+            _ => return None,
+        }
+    }
+}
+
 /// Sends one backup and returns it as stored. If the server holds a
 /// partial backup with the same header, only what it has not acknowledged
 /// is sent; if it holds the complete backup already, nothing is.
@@ -117,7 +133,11 @@ pub fn send_backup(
     let resume = match conn.reply("backup")? {
         Reply::Accept { resume, .. } => resume,
         Reply::AlreadyComplete { info } => return Ok(info),
-        r => return Err(BackupError::protocol(format!("unexpected reply to backup: {r:?}"))),
+        r => {
+            return Err(BackupError::protocol(format!(
+                "unexpected reply to backup: {r:?}"
+            )))
+        }
     };
     let volume_size = header.volume_size;
     let all = source.changes.chunks(volume_size, 0);
@@ -130,65 +150,71 @@ pub fn send_backup(
     let mut done = already;
     let mut wire_bytes = 0u64;
     let mut pending_zero: Option<(u64, u64)> = None;
-    let w = &mut conn.writer;
     let out = BackupError::disconnected;
+    let sent = (|| -> Result<(), BackupError> {
+        let w = &mut conn.writer;
 
-    std::thread::scope(|scope| -> Result<(), BackupError> {
-        let (tx, rx) = sync_channel::<Result<Vec<Chunk>, BackupError>>(2);
-        let view = &*source.view;
-        scope.spawn(move || {
-            let per_batch = (BATCH_BYTES / source.changes.chunk.u64()).max(1) as usize;
-            for batch in todo.chunks(per_batch) {
-                let read: Result<Vec<Chunk>, BackupError> = batch
-                    .par_iter()
-                    .map(|&(offset, len)| read_chunk(view, block, offset, len))
-                    .collect();
-                let failed = read.is_err();
-                if tx.send(read).is_err() || failed {
-                    return;
+        std::thread::scope(|scope| -> Result<(), BackupError> {
+            let (tx, rx) = sync_channel::<Result<Vec<Chunk>, BackupError>>(2);
+            let view = &*source.view;
+            scope.spawn(move || {
+                let per_batch = (BATCH_BYTES / source.changes.chunk.u64()).max(1) as usize;
+                for batch in todo.chunks(per_batch) {
+                    let read: Result<Vec<Chunk>, BackupError> = batch
+                        .par_iter()
+                        .map(|&(offset, len)| read_chunk(view, block, offset, len))
+                        .collect();
+                    let failed = read.is_err();
+                    if tx.send(read).is_err() || failed {
+                        return;
+                    }
                 }
-            }
-        });
-        for batch in rx {
-            for chunk in batch? {
-                match chunk.data {
-                    None => match &mut pending_zero {
-                        Some((_, end)) if *end == chunk.offset => *end += chunk.len,
-                        _ => {
+            });
+            for batch in rx {
+                for chunk in batch? {
+                    match chunk.data {
+                        None => match &mut pending_zero {
+                            Some((_, end)) if *end == chunk.offset => *end += chunk.len,
+                            _ => {
+                                if let Some((o, e)) = pending_zero.take() {
+                                    wire::write_zero(w, o, e - o).map_err(out("send"))?;
+                                    totals.add(KIND_ZERO, o, e - o, 0);
+                                    wire_bytes += wire::ZERO_FRAME_LEN;
+                                }
+                                pending_zero = Some((chunk.offset, chunk.offset + chunk.len));
+                            }
+                        },
+                        Some((crc, payload)) => {
                             if let Some((o, e)) = pending_zero.take() {
                                 wire::write_zero(w, o, e - o).map_err(out("send"))?;
                                 totals.add(KIND_ZERO, o, e - o, 0);
                                 wire_bytes += wire::ZERO_FRAME_LEN;
                             }
-                            pending_zero = Some((chunk.offset, chunk.offset + chunk.len));
+                            wire::write_data(w, chunk.offset, crc, &payload)
+                                .map_err(out("send"))?;
+                            totals.add(KIND_DATA, chunk.offset, chunk.len, crc);
+                            wire_bytes += wire::data_frame_len(payload.len());
                         }
-                    },
-                    Some((crc, payload)) => {
-                        if let Some((o, e)) = pending_zero.take() {
-                            wire::write_zero(w, o, e - o).map_err(out("send"))?;
-                            totals.add(KIND_ZERO, o, e - o, 0);
-                            wire_bytes += wire::ZERO_FRAME_LEN;
-                        }
-                        wire::write_data(w, chunk.offset, crc, &payload).map_err(out("send"))?;
-                        totals.add(KIND_DATA, chunk.offset, chunk.len, crc);
-                        wire_bytes += wire::data_frame_len(payload.len());
+                    }
+                    done += chunk.len;
+                    if let Some(p) = meter.tick(done, wire_bytes, false) {
+                        progress(&p);
                     }
                 }
-                done += chunk.len;
-                if let Some(p) = meter.tick(done, wire_bytes, false) {
-                    progress(&p);
-                }
             }
+            Ok(())
+        })?;
+        if let Some((o, e)) = pending_zero.take() {
+            wire::write_zero(w, o, e - o).map_err(out("send"))?;
+            totals.add(KIND_ZERO, o, e - o, 0);
         }
-        Ok(())
-    })?;
-    if let Some((o, e)) = pending_zero.take() {
-        wire::write_zero(w, o, e - o).map_err(out("send"))?;
-        totals.add(KIND_ZERO, o, e - o, 0);
+        wire::write_end(w, &totals)
+            .and_then(|()| w.flush())
+            .map_err(out("send"))
+    })();
+    if let Err(e) = sent {
+        return Err(server_reason(&mut conn).unwrap_or(e));
     }
-    wire::write_end(w, &totals)
-        .and_then(|()| w.flush())
-        .map_err(out("send"))?;
     loop {
         match conn.frame("backup commit")? {
             Frame::Ack { .. } => {}

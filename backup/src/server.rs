@@ -84,7 +84,11 @@ impl ServerHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let conns = self.server.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        let conns = self
+            .server
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for c in conns.values() {
             let _ = c.shutdown(Shutdown::Both);
         }
@@ -155,7 +159,11 @@ impl BackupServer {
                 return;
             }
             let Ok(stream) = stream else { continue };
-            let live = self.conns.lock().unwrap_or_else(PoisonError::into_inner).len();
+            let live = self
+                .conns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len();
             if live >= MAX_CONNECTIONS {
                 let mut w = BufWriter::new(&stream);
                 let _ = refuse(&mut w, &BackupError::Busy(crate::BackupId(0)));
@@ -173,10 +181,16 @@ impl BackupServer {
                 .name("backup-conn".into())
                 .spawn(move || {
                     s.connection(id, stream);
-                    s.conns.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                    s.conns
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&id);
                 });
             if spawned.is_err() {
-                self.conns.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                self.conns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
             }
         }
     }
@@ -188,7 +202,9 @@ impl BackupServer {
             s.set_write_timeout(Some(IO_TIMEOUT))?;
             s.try_clone()
         };
-        let Ok(read_half) = setup(&stream) else { return };
+        let Ok(read_half) = setup(&stream) else {
+            return;
+        };
         let mut r = BufReader::with_capacity(1 << 20, read_half);
         let mut w = BufWriter::with_capacity(1 << 20, stream);
         if let Err(e) = self.session(conn, &mut r, &mut w) {
@@ -294,7 +310,10 @@ impl BackupServer {
         const TAKEOVER: Duration = Duration::from_secs(10);
         let start = Instant::now();
         loop {
-            match self.repo.begin(header.clone(), self.options.checkpoint_bytes) {
+            match self
+                .repo
+                .begin(header.clone(), self.options.checkpoint_bytes)
+            {
                 Err(BackupError::Busy(id)) if start.elapsed() < TAKEOVER => {
                     let holder = self
                         .writers
@@ -360,29 +379,28 @@ fn receive(
         },
     )?;
     loop {
-        let ack = match next(r)? {
-            Some(Frame::Data {
-                offset,
-                crc,
-                payload,
-            }) => ingest.data(offset, crc, &payload)?,
-            Some(Frame::Zero { offset, len }) => ingest.zero(offset, len)?,
-            Some(Frame::End(totals)) => {
-                let info = ingest.commit(totals)?;
-                return send(w, &Reply::Committed { info });
-            }
-            Some(other) => {
-                return Err(BackupError::protocol(format!(
-                    "{} inside a backup stream",
-                    frame_name(&other)
-                )))
-            }
-            None => {
-                return Err(BackupError::protocol(
+        let ack =
+            match next(r)? {
+                Some(Frame::Data {
+                    offset,
+                    crc,
+                    payload,
+                }) => ingest.data(offset, crc, &payload)?,
+                Some(Frame::Zero { offset, len }) => ingest.zero(offset, len)?,
+                Some(Frame::End(totals)) => {
+                    let info = ingest.commit(totals)?;
+                    return send(w, &Reply::Committed { info });
+                }
+                Some(other) => {
+                    return Err(BackupError::protocol(format!(
+                        "{} inside a backup stream",
+                        frame_name(&other)
+                    )))
+                }
+                None => return Err(BackupError::protocol(
                     "stream ends without END (truncated); the partial backup is kept for resume",
-                ))
-            }
-        };
+                )),
+            };
         if let Some(point) = ack {
             wire::write_ack(w, point.next_offset, point.totals.records)
                 .and_then(|()| w.flush())
@@ -399,7 +417,7 @@ fn fetch(
 ) -> Result<(), BackupError> {
     let c = image.chunk.u64();
     let end = offset.saturating_add(len).min(image.volume_size);
-    if offset % c != 0 || offset >= end {
+    if !offset.is_multiple_of(c) || offset >= end {
         return Err(BackupError::InvalidArgument {
             what: "fetch range",
             why: format!(

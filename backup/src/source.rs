@@ -23,7 +23,7 @@ impl ChangedChunks {
     pub fn full(volume_size: u64, chunk: ChunkBytes) -> ChangedChunks {
         ChangedChunks {
             chunk,
-            ranges: vec![0..volume_size],
+            ranges: std::iter::once(0..volume_size).collect(),
             source: ChangeSource::Full,
         }
     }
@@ -34,10 +34,13 @@ impl ChangedChunks {
         let chunk = ChunkBytes::new(set.chunk_size.bytes())?;
         let mut ranges: Vec<Range<u64>> = Vec::with_capacity(set.extents.len());
         for e in &set.extents {
-            let end = e.offset.checked_add(e.len).ok_or_else(|| BackupError::InvalidArgument {
-                what: "changed set",
-                why: format!("extent {}+{} overflows", e.offset, e.len),
-            })?;
+            let end = e
+                .offset
+                .checked_add(e.len)
+                .ok_or_else(|| BackupError::InvalidArgument {
+                    what: "changed set",
+                    why: format!("extent {}+{} overflows", e.offset, e.len),
+                })?;
             if ranges.last().is_some_and(|last| last.end > e.offset) {
                 return Err(BackupError::InvalidArgument {
                     what: "changed set",

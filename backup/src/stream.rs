@@ -57,7 +57,11 @@ impl StreamHeader {
                 self.snapshot
             )));
         }
-        if self.volume_size == 0 || self.volume_size % u64::from(self.volume.block_size) != 0 {
+        if self.volume_size == 0
+            || !self
+                .volume_size
+                .is_multiple_of(u64::from(self.volume.block_size))
+        {
             return Err(bad(format!(
                 "volume size {} is not a positive multiple of the {}-byte block",
                 self.volume_size, self.volume.block_size
@@ -159,7 +163,7 @@ impl RecordCheck {
         if len == 0 {
             return bad("empty".into());
         }
-        if offset % self.chunk != 0 {
+        if !offset.is_multiple_of(self.chunk) {
             return bad(format!("not aligned to the {}-byte chunk", self.chunk));
         }
         if offset < self.next {
@@ -172,21 +176,23 @@ impl RecordCheck {
             return bad("overflows".into());
         };
         if offset < self.range.start || end > self.range.end {
-            return bad(format!(
-                "outside {}..{}",
-                self.range.start, self.range.end
-            ));
+            return bad(format!("outside {}..{}", self.range.start, self.range.end));
         }
-        if end % self.chunk != 0 && end != self.volume_size {
+        if !end.is_multiple_of(self.chunk) && end != self.volume_size {
             return bad("does not end on a chunk boundary or the volume's end".into());
         }
-        if len % self.block != 0 {
+        if !len.is_multiple_of(self.block) {
             return bad(format!("not a whole number of {}-byte blocks", self.block));
         }
         Ok(())
     }
 
-    pub(crate) fn data(&mut self, offset: u64, crc: u32, payload: &[u8]) -> Result<(), BackupError> {
+    pub(crate) fn data(
+        &mut self,
+        offset: u64,
+        crc: u32,
+        payload: &[u8],
+    ) -> Result<(), BackupError> {
         let len = payload.len() as u64;
         self.place("DATA", offset, len)?;
         if len > self.chunk {

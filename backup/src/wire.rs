@@ -41,9 +41,13 @@ const HELLO_FIXED: u32 = 12;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum Request {
     /// Start (or resume) a backup; DATA/ZERO records and END follow.
-    Backup { header: StreamHeader },
+    Backup {
+        header: StreamHeader,
+    },
     /// The manifest summary of one backup (restore plans from it).
-    Describe { backup: BackupId },
+    Describe {
+        backup: BackupId,
+    },
     /// The image of `backup` in `[offset, offset + len)` as records + END.
     Fetch {
         backup: BackupId,
@@ -51,8 +55,12 @@ pub(crate) enum Request {
         len: u64,
     },
     List,
-    Verify { backup: Option<BackupId> },
-    Prune { keep: usize },
+    Verify {
+        backup: Option<BackupId>,
+    },
+    Prune {
+        keep: usize,
+    },
 }
 
 /// Where a (resumed) backup continues: everything before `next_offset`
@@ -128,7 +136,10 @@ pub(crate) enum Frame {
 
 fn body_bound(tag: u8) -> Result<(u32, u32), BackupError> {
     Ok(match tag {
-        TAG_HELLO => (HELLO_FIXED, HELLO_FIXED + crate::types::Token::MAX_LEN as u32),
+        TAG_HELLO => (
+            HELLO_FIXED,
+            HELLO_FIXED + crate::types::Token::MAX_LEN as u32,
+        ),
         TAG_REQUEST | TAG_REPLY => (2, MAX_JSON),
         TAG_DATA => (DATA_FIXED + 1, DATA_FIXED + ChunkBytes::MAX),
         TAG_ZERO => (16, 16),
@@ -154,7 +165,9 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 /// [`body_bound`] (so the fixed-offset reads below are in range).
 fn decode_body(tag: u8, body: Vec<u8>) -> Result<Frame, BackupError> {
     let json = |what: &str, e: serde_json::Error| {
-        BackupError::protocol(format!("{what} frame is not valid JSON of this version: {e}"))
+        BackupError::protocol(format!(
+            "{what} frame is not valid JSON of this version: {e}"
+        ))
     };
     Ok(match tag {
         TAG_HELLO => {
@@ -175,7 +188,9 @@ fn decode_body(tag: u8, body: Vec<u8>) -> Result<Frame, BackupError> {
                 token: body[HELLO_FIXED as usize..].to_vec(),
             }
         }
-        TAG_REQUEST => Frame::Request(serde_json::from_slice(&body).map_err(|e| json("REQUEST", e))?),
+        TAG_REQUEST => {
+            Frame::Request(serde_json::from_slice(&body).map_err(|e| json("REQUEST", e))?)
+        }
         TAG_REPLY => Frame::Reply(serde_json::from_slice(&body).map_err(|e| json("REPLY", e))?),
         TAG_DATA => {
             let offset = u64_at(&body, 0);
@@ -306,7 +321,12 @@ pub(crate) fn write_reply(w: &mut impl Write, r: &Reply) -> io::Result<()> {
     write_json(w, TAG_REPLY, r)
 }
 
-pub(crate) fn write_data(w: &mut impl Write, offset: u64, crc: u32, payload: &[u8]) -> io::Result<()> {
+pub(crate) fn write_data(
+    w: &mut impl Write,
+    offset: u64,
+    crc: u32,
+    payload: &[u8],
+) -> io::Result<()> {
     head(w, TAG_DATA, DATA_FIXED as usize + payload.len())?;
     let mut fixed = [0u8; DATA_FIXED as usize];
     fixed[..8].copy_from_slice(&offset.to_le_bytes());

@@ -103,19 +103,48 @@ fn the_documented_stream_decodes() {
 fn named_errors() {
     let f = valid_frames();
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        ([&f[0][..], &frame(0x5a, &[])[..]].concat(), "unknown record type 0x5a"),
-        ([f[0].clone(), f[2].clone(), f[1].clone(), f[3].clone(), f[4].clone()].concat(), "out of order"),
+        (
+            [&f[0][..], &frame(0x5a, &[])[..]].concat(),
+            "unknown record type 0x5a",
+        ),
+        (
+            [
+                f[0].clone(),
+                f[2].clone(),
+                f[1].clone(),
+                f[3].clone(),
+                f[4].clone(),
+            ]
+            .concat(),
+            "out of order",
+        ),
         (f[..4].concat(), "without END"),
         ([&f.concat()[..], &f[1][..]].concat(), "after END"),
-        ([f[0].clone(), f[1].clone(), f[2].clone(), f[4].clone()].concat(), "END says"),
+        (
+            [f[0].clone(), f[1].clone(), f[2].clone(), f[4].clone()].concat(),
+            "END says",
+        ),
         ([&f[0][..], &zero(4096, 100)[..]].concat(), "chunk boundary"),
-        ([&f[0][..], &data(0, &[1u8; 8192])[..]].concat(), "more than one"),
-        ([&f[0][..], &{
-            let mut d = data(0, &[5u8; 4096]);
-            *d.last_mut().unwrap() ^= 1;
-            d
-        }[..]].concat(), "CRC32C"),
-        ([&f[0][..], &[0x10, 0xff, 0xff, 0xff, 0x7f][..]].concat(), "allowed"),
+        (
+            [&f[0][..], &data(0, &[1u8; 8192])[..]].concat(),
+            "more than one",
+        ),
+        (
+            [
+                &f[0][..],
+                &{
+                    let mut d = data(0, &[5u8; 4096]);
+                    *d.last_mut().unwrap() ^= 1;
+                    d
+                }[..],
+            ]
+            .concat(),
+            "CRC32C",
+        ),
+        (
+            [&f[0][..], &[0x10, 0xff, 0xff, 0xff, 0x7f][..]].concat(),
+            "allowed",
+        ),
     ];
     for (bytes, want) in cases {
         let err = decode_stream(&bytes).unwrap_err();
@@ -181,8 +210,13 @@ fn a_live_server_refuses_bad_streams_and_stores_nothing() {
     assert!(converse(s.local_addr(), &truncated).contains("without END"));
     let unknown = [&f[0][..], &frame(0x77, &[1, 2, 3])[..]].concat();
     assert!(converse(s.local_addr(), &unknown).contains("0x77"));
-    assert!(converse(s.local_addr(), &[0xde, 0xad, 0xbe, 0xef, 0, 1, 2]).contains("unknown record type 0xde"));
-    assert!(Repository::open(tmp.path()).unwrap().list().unwrap().is_empty());
+    assert!(converse(s.local_addr(), &[0xde, 0xad, 0xbe, 0xef, 0, 1, 2])
+        .contains("unknown record type 0xde"));
+    assert!(Repository::open(tmp.path())
+        .unwrap()
+        .list()
+        .unwrap()
+        .is_empty());
     // The well-formed stream is accepted by the same server.
     assert!(converse(s.local_addr(), &f.concat()).contains("committed"));
     assert_eq!(client(&s).list().unwrap().len(), 1);

@@ -80,15 +80,25 @@ fn a_flipped_byte_is_named_by_verify_and_refused_by_restore() {
     let report = c.verify(None).unwrap();
     assert_eq!(report.damaged(), vec![victim]);
     let verdict = report.backups.iter().find(|v| v.id == victim).unwrap();
-    assert!(verdict.problems[0].contains("chunk at offset"), "{:?}", verdict.problems);
-    let local = Repository::open(&repo).unwrap().verify(Some(victim)).unwrap();
+    assert!(
+        verdict.problems[0].contains("chunk at offset"),
+        "{:?}",
+        verdict.problems
+    );
+    let local = Repository::open(&repo)
+        .unwrap()
+        .verify(Some(victim))
+        .unwrap();
     assert_eq!(local.damaged(), vec![victim]);
 
     // Restoring any point whose chain reads that chunk is refused, naming
     // the backup; the half-written image is not left behind.
     let err = local_restore(&repo, victim).unwrap_err();
     assert_eq!(err.kind(), BackupErrorKind::Corrupt);
-    assert!(err.to_string().contains(&format!("backup {victim}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("backup {victim}")),
+        "{err}"
+    );
     assert!(!tmp.path().join(format!("r{victim}.img")).exists());
     let remote = reservoir_backup::restore(
         &c,
@@ -98,9 +108,16 @@ fn a_flipped_byte_is_named_by_verify_and_refused_by_restore() {
         &mut |_| {},
     )
     .unwrap_err();
-    assert!(remote.to_string().contains(&format!("backup {victim}")), "{remote}");
+    assert!(
+        remote.to_string().contains(&format!("backup {victim}")),
+        "{remote}"
+    );
     // Points that do not read it still restore.
-    assert_same(&local_restore(&repo, points[1].0).unwrap(), &points[1].1, "backup before");
+    assert_same(
+        &local_restore(&repo, points[1].0).unwrap(),
+        &points[1].1,
+        "backup before",
+    );
 }
 
 #[test]
@@ -119,9 +136,16 @@ fn damaged_index_and_manifest_are_named() {
     std::fs::write(&manifest, text.replacen("\"s3\"", "\"s9\"", 1)).unwrap();
     let report = c.verify(None).unwrap();
     // The child of the unreadable manifest cannot be restored either.
-    assert_eq!(report.damaged(), vec![points[1].0, points[3].0, points[4].0]);
+    assert_eq!(
+        report.damaged(),
+        vec![points[1].0, points[3].0, points[4].0]
+    );
     let child = report.backups.iter().find(|v| v.id == points[4].0).unwrap();
-    assert!(child.problems[0].contains("parent backup"), "{:?}", child.problems);
+    assert!(
+        child.problems[0].contains("parent backup"),
+        "{:?}",
+        child.problems
+    );
 }
 
 #[test]
@@ -134,7 +158,11 @@ fn a_manifest_from_the_future_is_refused_not_guessed() {
     let last = points[4].0;
     let manifest = backup_dir(&repo, last).join("manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(&manifest, text.replacen("\"version\": 1", "\"version\": 7", 1)).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replacen("\"version\": 1", "\"version\": 7", 1),
+    )
+    .unwrap();
     let err = c.describe(last).unwrap_err();
     assert!(err.to_string().contains("format version 7"), "{err}");
     assert!(!c.list().unwrap()[0].backups.iter().any(|b| b.id == last));
@@ -159,10 +187,17 @@ fn prune_keeps_every_kept_point_restorable() {
     assert_eq!(report.rebased, vec![a[3].0, b[3].0]);
     assert_eq!(report.removed.len(), 6);
     for (id, image) in a[3..].iter().chain(&b[3..]) {
-        assert_same(&local_restore(&repo, *id).unwrap(), image, &format!("kept backup {id}"));
+        assert_same(
+            &local_restore(&repo, *id).unwrap(),
+            image,
+            &format!("kept backup {id}"),
+        );
     }
     for (id, _) in a[..3].iter().chain(&b[..3]) {
-        assert_eq!(local_restore(&repo, *id).unwrap_err().kind(), BackupErrorKind::NotFound);
+        assert_eq!(
+            local_restore(&repo, *id).unwrap_err().kind(),
+            BackupErrorKind::NotFound
+        );
     }
     let chains = c.list().unwrap();
     assert_eq!(chains.len(), 2);

@@ -21,7 +21,14 @@ fn restore_file(client: &Client, id: BackupId, dir: &std::path::Path, parallel: 
         parallel,
         segment_bytes: 1 << 20,
     };
-    restore(client, id, &RestoreTarget::File(path.clone()), opts, &mut no_progress()).unwrap();
+    restore(
+        client,
+        id,
+        &RestoreTarget::File(path.clone()),
+        opts,
+        &mut no_progress(),
+    )
+    .unwrap();
     std::fs::read(path).unwrap()
 }
 
@@ -73,8 +80,16 @@ fn malloc_full_and_incrementals_restore_every_point() {
         parent = info.id;
     }
     for (id, image) in &points {
-        assert_same(&restore_file(&c, *id, tmp.path(), 1), image, &format!("backup {id}, one stream"));
-        assert_same(&restore_file(&c, *id, tmp.path(), 4), image, &format!("backup {id}, 4 streams"));
+        assert_same(
+            &restore_file(&c, *id, tmp.path(), 1),
+            image,
+            &format!("backup {id}, one stream"),
+        );
+        assert_same(
+            &restore_file(&c, *id, tmp.path(), 4),
+            image,
+            &format!("backup {id}, 4 streams"),
+        );
         // Straight from the repository, into a bdev.
         let target = malloc("target", 8 << 20);
         common::scribble(&*target, 999, 20);
@@ -87,7 +102,11 @@ fn malloc_full_and_incrementals_restore_every_point() {
                 &mut no_progress(),
             )
             .unwrap();
-        assert_same(&read_all(&*target), image, &format!("backup {id}, local into a bdev"));
+        assert_same(
+            &read_all(&*target),
+            image,
+            &format!("backup {id}, local into a bdev"),
+        );
     }
     let chains = c.list().unwrap();
     assert_eq!(chains.len(), 1);
@@ -152,7 +171,11 @@ fn snapshot_engine_chain_restores_every_snapshot() {
         last = Some((name, info.id));
     }
     for (id, image) in &points {
-        assert_same(&restore_file(&c, *id, tmp.path(), 3), image, &format!("backup {id}"));
+        assert_same(
+            &restore_file(&c, *id, tmp.path(), 3),
+            image,
+            &format!("backup {id}"),
+        );
     }
 }
 

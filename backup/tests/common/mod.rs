@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use reservoir_backup::{
-    BackupServer, Client, ChangedChunks, ChunkBytes, ServerHandle, ServerOptions, Token,
+    BackupServer, ChangedChunks, ChunkBytes, Client, ServerHandle, ServerOptions, Token,
 };
 use reservoir_bdev::{Bdev, BlockCount, BlockSize, Durability, Lba, MallocBdev};
 use reservoir_snapshot::{ChangeMethod, ChangedExtent, ChangedSet, ChunkSize};
