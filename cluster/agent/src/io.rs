@@ -1,8 +1,9 @@
 //! The I/O edge: a [`SharedDisk`] over one iSCSI session to one LUN.
 //!
-//! Each node logs in with a fixed ISID derived from its id ([`node_isid`]),
-//! so its I_T nexus — and with it every registration it made — is the same
-//! after a reconnect or a restart (SPC-4 §5.14). A command that fails on
+//! Each node logs in to each LUN with a fixed ISID derived from its id and
+//! the LUN number ([`node_isid`]), so its I_T nexus — and with it every
+//! registration it made — is the same after a reconnect or a restart
+//! (SPC-4 §5.14). A command that fails on
 //! the transport reconnects once and reports [`DiskFault::Unavailable`]; the
 //! state machines re-check (and re-register with REGISTER AND IGNORE
 //! EXISTING KEY) on their next round.
@@ -15,10 +16,14 @@ use reservoir_initiator::{
 use crate::disk::{DiskFault, DiskOp, DiskReply, DiskResult, SharedDisk};
 use crate::keys::NodeId;
 
-/// The agent's ISID: Random format (T=10b, RFC 7143 §10.12.5) with "RSV"
-/// in the random field and the node id as qualifier.
-pub fn node_isid(node: NodeId) -> Isid {
-    Isid::new([0x80, b'R', b'S', b'V', 0, node.get()]).expect("T=10b with A=0 is a valid ISID")
+/// The ISID of `node`'s session to LUN `lun`: Random format (T=10b, RFC
+/// 7143 §10.12.5) with "RS" and the node id in the random field and the
+/// LUN number as qualifier. One session per LUN, each with its own ISID:
+/// two logins to one target with the same initiator name and ISID are one
+/// session, and the second would reinstate (end) the first (RFC 7143 §6.3.5).
+pub fn node_isid(node: NodeId, lun: u16) -> Isid {
+    let [hi, lo] = lun.to_be_bytes();
+    Isid::new([0x80, b'R', b'S', node.get(), hi, lo]).expect("T=10b with A=0 is a valid ISID")
 }
 
 /// The only reservation type the agent takes (SPC-4 §5.14.2).
@@ -137,9 +142,10 @@ mod tests {
 
     #[test]
     fn isids_are_fixed_per_node_and_distinct() {
-        let a = node_isid(NodeId::new(1).unwrap());
-        assert_eq!(a, node_isid(NodeId::new(1).unwrap()));
-        assert_ne!(a, node_isid(NodeId::new(2).unwrap()));
+        let a = node_isid(NodeId::new(1).unwrap(), 3);
+        assert_eq!(a, node_isid(NodeId::new(1).unwrap(), 3));
+        assert_ne!(a, node_isid(NodeId::new(2).unwrap(), 3));
+        assert_ne!(a, node_isid(NodeId::new(1).unwrap(), 4));
         assert_eq!(a.bytes()[0] >> 6, 0b10);
     }
 }

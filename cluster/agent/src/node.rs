@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use reservoir_initiator::ConnectOptions;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{load_last_surviving, next_generation, store_last_surviving, NodeConfig};
+use crate::config::{
+    load_last_surviving, next_generation, store_last_surviving, LunRef, NodeConfig,
+};
 use crate::core::{CoreConfig, CoreEffect, CoreInput, CoreStatus, Lun, NodeCore};
 use crate::disk::{DiskOp, DiskReply, DiskResult, SharedDisk};
 use crate::error::Error;
@@ -224,26 +226,26 @@ impl Node {
         let (events, inbox) = mpsc::channel();
         let mut threads = Vec::new();
 
-        let mut options = ConnectOptions::new(config.initiator_name.clone());
-        options.isid = Some(node_isid(config.me));
-        options.timeout = Duration::from_millis(config.defense_ms.max(1000));
-        let luns: Vec<(Lun, String, String)> = config
+        let luns: Vec<(Lun, &LunRef)> = config
             .quorum
             .iter()
             .enumerate()
-            .map(|(i, l)| (Lun::Replica(i), l.name.clone(), l.url()))
+            .map(|(i, l)| (Lun::Replica(i), l))
             .chain(
                 config
                     .volumes
                     .iter()
                     .enumerate()
-                    .map(|(i, l)| (Lun::Volume(i), l.name.clone(), l.url())),
+                    .map(|(i, l)| (Lun::Volume(i), l)),
             )
             .collect();
         let mut disks = BTreeMap::new();
-        for (lun, _, url) in &luns {
+        for (lun, lun_ref) in &luns {
+            let mut options = ConnectOptions::new(config.initiator_name.clone());
+            options.isid = Some(node_isid(config.me, lun_ref.lun));
+            options.timeout = Duration::from_millis(config.defense_ms.max(1000));
             let (tx, rx) = mpsc::channel::<DiskOp>();
-            let disk = IscsiDisk::new(url.clone(), options.clone());
+            let disk = IscsiDisk::new(lun_ref.url(), options);
             let events = events.clone();
             let lun = *lun;
             threads.push(thread::spawn(move || lun_thread(lun, disk, rx, events)));
@@ -281,12 +283,12 @@ impl Node {
         let runtime = Runtime {
             lun_views: luns
                 .iter()
-                .map(|(lun, name, url)| {
+                .map(|(lun, lun_ref)| {
                     (
                         *lun,
                         LunView {
-                            name: name.clone(),
-                            url: url.clone(),
+                            name: lun_ref.name.clone(),
+                            url: lun_ref.url(),
                             ..LunView::default()
                         },
                     )
