@@ -131,6 +131,34 @@ impl Drop for Mapping {
     }
 }
 
+/// The stripe locks one request holds, released on drop. A request within
+/// one region's size takes one or two, held inline so that an I/O locks
+/// without allocating; larger requests keep theirs on the heap.
+enum Guards<G> {
+    One(G),
+    Two(G, G),
+    /// Held for their `Drop`.
+    Many {
+        _held: Vec<G>,
+    },
+}
+
+impl<G> Guards<G> {
+    /// Takes every guard `locks` yields, in its order.
+    fn hold(mut locks: impl Iterator<Item = G>) -> Self {
+        let first = locks.next().expect("a request covers at least one stripe");
+        let Some(second) = locks.next() else {
+            return Guards::One(first);
+        };
+        match locks.next() {
+            None => Guards::Two(first, second),
+            Some(third) => Guards::Many {
+                _held: [first, second, third].into_iter().chain(locks).collect(),
+            },
+        }
+    }
+}
+
 /// RAM bdev; see the module documentation for its design.
 pub struct MallocBdev {
     name: String,
@@ -234,43 +262,40 @@ impl MallocBdev {
     }
 
     /// Stripe indices covering `range`, ascending (the lock order).
-    fn stripe_indices(range: ByteRange) -> Vec<usize> {
+    fn stripe_indices(range: ByteRange) -> impl Iterator<Item = usize> {
         let first = range.offset / REGION;
         let last = (range.end() - 1) / REGION;
-        if last - first + 1 >= STRIPES as u64 {
-            return (0..STRIPES).collect();
-        }
-        let (a, b) = (
-            (first % STRIPES as u64) as usize,
-            (last % STRIPES as u64) as usize,
-        );
-        if a <= b {
-            (a..=b).collect()
+        let (low, high) = if last - first + 1 >= STRIPES as u64 {
+            (0..STRIPES, 0..0)
         } else {
-            (0..=b).chain(a..STRIPES).collect()
-        }
+            let (a, b) = (
+                (first % STRIPES as u64) as usize,
+                (last % STRIPES as u64) as usize,
+            );
+            // Wrapping around the stripe table: the low stripes come first.
+            if a <= b {
+                (a..b + 1, 0..0)
+            } else {
+                (0..b + 1, a..STRIPES)
+            }
+        };
+        low.chain(high)
     }
 
-    fn lock_read(&self, range: ByteRange) -> Vec<RwLockReadGuard<'_, ()>> {
-        Self::stripe_indices(range)
-            .into_iter()
-            .map(|i| {
-                self.stripes[i]
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-            })
-            .collect()
+    fn lock_read(&self, range: ByteRange) -> Guards<RwLockReadGuard<'_, ()>> {
+        Guards::hold(Self::stripe_indices(range).map(|i| {
+            self.stripes[i]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+        }))
     }
 
-    fn lock_write(&self, range: ByteRange) -> Vec<RwLockWriteGuard<'_, ()>> {
-        Self::stripe_indices(range)
-            .into_iter()
-            .map(|i| {
-                self.stripes[i]
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-            })
-            .collect()
+    fn lock_write(&self, range: ByteRange) -> Guards<RwLockWriteGuard<'_, ()>> {
+        Guards::hold(Self::stripe_indices(range).map(|i| {
+            self.stripes[i]
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+        }))
     }
 
     fn lock_all(&self) -> Vec<RwLockWriteGuard<'_, ()>> {
@@ -593,16 +618,14 @@ mod tests {
     #[test]
     fn stripes_are_ascending_and_cover_the_request() {
         let r = |offset, len| ByteRange { offset, len };
-        assert_eq!(MallocBdev::stripe_indices(r(0, 512)), vec![0]);
-        assert_eq!(
-            MallocBdev::stripe_indices(r(REGION - 512, 1024)),
-            vec![0, 1]
-        );
-        let wrap = MallocBdev::stripe_indices(r(REGION * (STRIPES as u64 - 1), 2 * REGION));
+        let stripes = |range| MallocBdev::stripe_indices(range).collect::<Vec<_>>();
+        assert_eq!(stripes(r(0, 512)), vec![0]);
+        assert_eq!(stripes(r(REGION - 512, 1024)), vec![0, 1]);
+        let wrap = stripes(r(REGION * (STRIPES as u64 - 1), 2 * REGION));
         assert_eq!(wrap, vec![0, STRIPES - 1]);
         assert_eq!(
-            MallocBdev::stripe_indices(r(5, REGION * 300)).len(),
-            STRIPES
+            stripes(r(5, REGION * 300)),
+            (0..STRIPES).collect::<Vec<_>>()
         );
     }
 

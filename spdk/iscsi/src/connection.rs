@@ -84,7 +84,10 @@ pub struct Connection {
     ctx: Arc<PortalContext>,
     local: SocketAddr,
     peer: SocketAddr,
+    /// Received bytes, `input[..filled]`, not yet framed; the rest is
+    /// room for the next read.
     input: Vec<u8>,
+    filled: usize,
     tx: Tx,
     phase: Phase,
     started: Instant,
@@ -106,6 +109,7 @@ impl Connection {
             local,
             peer,
             input: Vec::new(),
+            filled: 0,
             tx: Tx::new(),
             phase: Phase::Login(Box::new(LoginPhase {
                 login: Login::new(),
@@ -120,14 +124,34 @@ impl Connection {
 
     /// Feeds bytes read from the socket, split anywhere.
     pub fn receive(&mut self, bytes: &[u8]) {
+        self.receive_buffer(bytes.len())[..bytes.len()].copy_from_slice(bytes);
+        self.received(bytes.len());
+    }
+
+    /// Where the reactor reads socket bytes to: at least `min` bytes after
+    /// those received and not yet framed. Reading here rather than into a
+    /// buffer of its own spares copying every byte once more.
+    pub fn receive_buffer(&mut self, min: usize) -> &mut [u8] {
+        let wanted = self.filled + min;
+        if self.input.len() < wanted {
+            self.input.resize(wanted, 0);
+        }
+        &mut self.input[self.filled..]
+    }
+
+    /// `n` bytes were written into [`Connection::receive_buffer`]: frames
+    /// and handles every complete PDU among what has arrived.
+    pub fn received(&mut self, n: usize) {
         if self.is_closed() {
             return;
         }
         self.rx_since_tick = true;
-        self.input.extend_from_slice(bytes);
+        self.filled = (self.filled + n).min(self.input.len());
+        // Frames borrow the input; it is put back once they are handled.
+        let input = std::mem::take(&mut self.input);
         let mut used = 0;
         while !self.is_closed() {
-            match decode_frame(&self.input[used..], self.limits()) {
+            match decode_frame(&input[used..self.filled], self.limits()) {
                 Ok(Some((frame, n))) => {
                     used += n;
                     self.on_frame(frame);
@@ -146,10 +170,14 @@ impl Connection {
                 }
             }
         }
-        self.input.drain(..used);
         if self.is_closed() {
-            self.input = Vec::new();
+            self.filled = 0;
+            return;
         }
+        self.input = input;
+        // The start of a PDU still arriving moves to the front.
+        self.input.copy_within(used..self.filled, 0);
+        self.filled -= used;
     }
 
     /// Bytes to write next.
@@ -245,14 +273,14 @@ impl Connection {
         }
     }
 
-    fn on_frame(&mut self, frame: Frame) {
+    fn on_frame(&mut self, frame: Frame<'_>) {
         match &mut self.phase {
             Phase::FullFeature(session) => session.on_frame(&mut self.tx, &self.ctx, frame),
             Phase::Login(_) => self.on_login_frame(frame),
         }
     }
 
-    fn on_login_frame(&mut self, frame: Frame) {
+    fn on_login_frame(&mut self, frame: Frame<'_>) {
         let Ok(Pdu::Login(req)) = frame.pdu else {
             // §6.3: only Login requests until the login completes.
             tracing::info!(peer = %self.peer, "non-login PDU during login");
@@ -291,7 +319,7 @@ impl Connection {
             portal_group_tag: self.ctx.portal_group_tag,
             discovery: &self.ctx.discovery,
         };
-        match lp.login.on_request(&req, &frame.data, &ctx) {
+        match lp.login.on_request(&req, frame.data, &ctx) {
             LoginStep::Reply {
                 transit,
                 csg,

@@ -10,6 +10,7 @@
 //! runs the full feature phase with `task.rs` (per-command data) and
 //! `tmf.rs` (task management), `discovery.rs` answers SendTargets.
 
+mod buffers;
 mod connection;
 mod discovery;
 pub mod fuzzing;

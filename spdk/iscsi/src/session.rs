@@ -3,7 +3,7 @@
 //! `tmf.rs`. With MaxConnections=1 a session has exactly one connection, so
 //! this state lives in that connection.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use std::net::SocketAddr;
@@ -15,22 +15,31 @@ use crate::discovery;
 use crate::login::{keys, Established, KeyAnswer, Params, SessionType, OUR_MAX_RECV_DATA_SEGMENT};
 use crate::pdu::{
     Frame, Itt, LogoutReason, LogoutRequest, NopOut, Pdu, Residual, ScsiCommand, TargetPdu,
-    TextRequest, Ttt, RESERVED_TAG,
+    TextRequest, Ttt, BHS_LEN, RESERVED_TAG,
 };
 use crate::registry::SessionHandle;
 use crate::serial::CmdSn;
 use crate::target::TargetNode;
 use crate::task::{residual, Task};
-use crate::tx::{reject, Closing, Tx};
+use crate::tx::{reject, Closing, Tx, CMD_WINDOW};
 
 /// Bounds a Text request reassembled from C-bit PDUs.
 const MAX_TEXT: usize = 64 * 1024;
+
+/// A non-SCSI request waiting for its CmdSN turn, with its own copy of
+/// its data segment.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub header: [u8; BHS_LEN],
+    pub pdu: Pdu,
+    pub data: Vec<u8>,
+}
 
 /// What waits for its CmdSN turn (§4.2.2.1: delivered in CmdSN order).
 #[derive(Debug)]
 pub(crate) enum Held {
     /// A non-SCSI request, processed at its turn.
-    Frame(Box<Frame>),
+    Request(Box<Request>),
     /// A SCSI command whose task already exists (so its Data-Out can
     /// arrive early); at its turn it may solicit data and execute.
     Task(Itt),
@@ -51,7 +60,9 @@ pub(crate) struct Session {
     pub params: Params,
     pub handle: SessionHandle,
     pub held: Vec<(CmdSn, Held)>,
-    pub tasks: BTreeMap<Itt, Task>,
+    /// Reserved for a full command window up front, so that taking on
+    /// commands does not allocate.
+    pub tasks: HashMap<Itt, Task>,
     text_partial: Vec<u8>,
     /// A Text response still to be sent in pieces: (ITT, TTT, rest).
     text_pending: Option<(Itt, Ttt, Vec<u8>)>,
@@ -74,17 +85,17 @@ impl Session {
             nexus,
             params: est.params,
             handle,
-            held: Vec::new(),
-            tasks: BTreeMap::new(),
+            held: Vec::with_capacity(CMD_WINDOW as usize),
+            tasks: HashMap::with_capacity(CMD_WINDOW as usize),
             text_partial: Vec::new(),
             text_pending: None,
         }
     }
 
     /// One framed PDU in full feature phase.
-    pub fn on_frame(&mut self, tx: &mut Tx, ctx: &PortalContext, frame: Frame) {
-        let pdu = match &frame.pdu {
-            Ok(p) => p.clone(),
+    pub fn on_frame(&mut self, tx: &mut Tx, ctx: &PortalContext, frame: Frame<'_>) {
+        let pdu = match frame.pdu {
+            Ok(p) => p,
             Err(e) => {
                 tracing::debug!(error = %e, "malformed PDU");
                 tx.reject(reject::INVALID_PDU_FIELD, &frame.header);
@@ -120,7 +131,7 @@ impl Session {
                     tracing::debug!(itt = d.itt.0, "Data-Out for no task, dropped");
                     return;
                 };
-                match task.data_out(&d, &frame.data) {
+                match task.data_out(&d, frame.data) {
                     Ok(()) => self.progress(tx, d.itt),
                     Err(e) => {
                         tracing::info!(itt = d.itt.0, error = %e, "Data-Out refused");
@@ -129,18 +140,21 @@ impl Session {
                     }
                 }
             }
-            Pdu::ScsiCommand(c) => self.on_command(tx, ctx, c, frame),
+            Pdu::ScsiCommand(c) => self.on_command(tx, ctx, c, &frame.header, frame.data),
             // §11.18: a NOP-Out that wants no answer is immediate; one
             // sent without the I bit is taken as such rather than refused.
             Pdu::NopOut(ref n) if n.immediate || n.itt.0 == RESERVED_TAG => {
-                self.dispatch(tx, ctx, frame)
+                self.dispatch(tx, ctx, pdu, frame.data, &frame.header)
             }
             Pdu::NopOut(NopOut { cmd_sn, .. })
             | Pdu::Text(TextRequest { cmd_sn, .. })
             | Pdu::Logout(LogoutRequest { cmd_sn, .. }) => {
-                self.order_frame(tx, ctx, cmd_sn, frame, &pdu)
+                self.order_request(tx, ctx, cmd_sn, pdu, &frame.header, frame.data)
             }
-            Pdu::TaskManagement(ref t) => self.order_frame(tx, ctx, t.cmd_sn, frame, &pdu),
+            Pdu::TaskManagement(ref t) => {
+                let cmd_sn = t.cmd_sn;
+                self.order_request(tx, ctx, cmd_sn, pdu, &frame.header, frame.data)
+            }
             Pdu::Login(_) | Pdu::Snack { .. } => {
                 // A Login in full feature phase is a protocol error; SNACK
                 // needs ErrorRecoveryLevel > 0 (§11.16).
@@ -150,18 +164,24 @@ impl Session {
         }
     }
 
-    fn order_frame(
+    fn order_request(
         &mut self,
         tx: &mut Tx,
         ctx: &PortalContext,
         cmd_sn: CmdSn,
-        frame: Frame,
-        pdu: &Pdu,
+        pdu: Pdu,
+        header: &[u8; BHS_LEN],
+        data: &[u8],
     ) {
-        if immediate(pdu) {
-            self.dispatch(tx, ctx, frame);
+        if immediate(&pdu) {
+            self.dispatch(tx, ctx, pdu, data, header);
         } else {
-            self.order(tx, ctx, cmd_sn, Held::Frame(Box::new(frame)));
+            let request = Request {
+                header: *header,
+                pdu,
+                data: data.to_vec(),
+            };
+            self.order(tx, ctx, cmd_sn, Held::Request(Box::new(request)));
         }
     }
 
@@ -179,7 +199,7 @@ impl Session {
             let (_, held) = self.held.swap_remove(i);
             tx.exp_cmd_sn = tx.exp_cmd_sn.next();
             match held {
-                Held::Frame(frame) => self.dispatch(tx, ctx, *frame),
+                Held::Request(r) => self.dispatch(tx, ctx, r.pdu, &r.data, &r.header),
                 Held::Task(itt) => {
                     if let Some(task) = self.tasks.get_mut(&itt) {
                         task.delivered = true;
@@ -226,18 +246,31 @@ impl Session {
     }
 
     /// Processes a request at its CmdSN turn (or at once if immediate).
-    fn dispatch(&mut self, tx: &mut Tx, ctx: &PortalContext, frame: Frame) {
-        let Ok(pdu) = frame.pdu else { return };
+    fn dispatch(
+        &mut self,
+        tx: &mut Tx,
+        ctx: &PortalContext,
+        pdu: Pdu,
+        data: &[u8],
+        header: &[u8; BHS_LEN],
+    ) {
         match pdu {
-            Pdu::NopOut(n) => self.on_nop_out(tx, n, &frame.data),
-            Pdu::Text(t) => self.on_text(tx, ctx, t, frame.data, &frame.header),
-            Pdu::Logout(l) => self.on_logout(tx, l, &frame.header),
+            Pdu::NopOut(n) => self.on_nop_out(tx, n, data),
+            Pdu::Text(t) => self.on_text(tx, ctx, t, data, header),
+            Pdu::Logout(l) => self.on_logout(tx, l, header),
             Pdu::TaskManagement(t) => self.on_task_management(tx, t),
             _ => {}
         }
     }
 
-    fn on_command(&mut self, tx: &mut Tx, ctx: &PortalContext, c: ScsiCommand, frame: Frame) {
+    fn on_command(
+        &mut self,
+        tx: &mut Tx,
+        ctx: &PortalContext,
+        c: ScsiCommand,
+        header: &[u8; BHS_LEN],
+        data: &[u8],
+    ) {
         // Out-of-window commands are dropped before anything else is checked.
         if !c.immediate && !self.admissible(tx, c.cmd_sn) {
             return;
@@ -248,10 +281,10 @@ impl Session {
             refuse(reject::COMMAND_NOT_SUPPORTED)
         } else if self.tasks.contains_key(&c.itt) {
             refuse(reject::TASK_IN_PROGRESS)
-        } else if !frame.data.is_empty()
+        } else if !data.is_empty()
             && (!self.params.immediate_data
                 || !c.write
-                || frame.data.len() as u64 > u64::from(self.params.first_burst.min(c.expected_len)))
+                || data.len() as u64 > u64::from(self.params.first_burst.min(c.expected_len)))
         {
             // §4.7.2: immediate data only when negotiated, only for a write,
             // at most FirstBurstLength and EDTL.
@@ -260,7 +293,7 @@ impl Session {
             None
         };
         if let Some(reason) = problem {
-            tx.reject(reason, &frame.header);
+            tx.reject(reason, header);
             if !c.immediate {
                 self.order(tx, ctx, c.cmd_sn, Held::Skip);
             }
@@ -276,8 +309,9 @@ impl Session {
             c.lun,
             parsed,
             c.expected_len,
-            frame.data,
+            data,
             unsolicited,
+            &mut tx.buffers,
         );
         if let Some(nexus) = &self.nexus {
             task.abort_epoch = nexus.abort_epoch(c.lun);
@@ -299,7 +333,7 @@ impl Session {
         let Some(task) = self.tasks.get_mut(&itt) else {
             return;
         };
-        for r2t in task.next_r2ts(max_burst, max_r2t, || tx.new_ttt()) {
+        while let Some(r2t) = task.next_r2t(max_burst, max_r2t, || tx.new_ttt()) {
             let pdu = TargetPdu::R2t {
                 lun: task.lun,
                 itt,
@@ -321,7 +355,7 @@ impl Session {
     }
 
     fn execute(&mut self, tx: &mut Tx, task: Task) {
-        let mut data_in = Vec::new();
+        let mut data_in = tx.buffers.take(data_in_capacity(&task));
         let completion = match (&task.command, &self.target, &mut self.nexus) {
             // Aborted by another nexus's PREEMPT AND ABORT while it waited
             // for data or its turn: TASK ABORTED, since the Control mode
@@ -337,7 +371,11 @@ impl Session {
             }
             (Err(failed), _, _) => *failed,
             // A normal session always has a target and a nexus.
-            _ => return,
+            _ => {
+                tx.buffers.give(task.data);
+                tx.buffers.give(data_in);
+                return;
+            }
         };
         let moved = match task.transfer.direction {
             DataDirection::In => data_in.len().min(task.expected_len as usize) as u64,
@@ -356,6 +394,8 @@ impl Session {
             };
             send_response(tx, task.itt, &completion, residual, exp_data_sn);
         }
+        tx.buffers.give(task.data);
+        tx.buffers.give(data_in);
     }
 
     /// Sends read data as Data-In PDUs no larger than the initiator's
@@ -424,8 +464,8 @@ impl Session {
         tx: &mut Tx,
         ctx: &PortalContext,
         t: TextRequest,
-        data: Vec<u8>,
-        header: &[u8; 48],
+        data: &[u8],
+        header: &[u8; BHS_LEN],
     ) {
         if t.ttt.0 != RESERVED_TAG {
             // §11.10.4: the initiator asks for the rest of a long response.
@@ -443,7 +483,7 @@ impl Session {
             tx.reject(reject::PROTOCOL_ERROR, header);
             return;
         }
-        self.text_partial.extend_from_slice(&data);
+        self.text_partial.extend_from_slice(data);
         if t.continue_ {
             let pdu = TargetPdu::TextResponse {
                 final_: false,
@@ -519,7 +559,7 @@ impl Session {
         tx.send(&pdu, &data);
     }
 
-    fn on_logout(&mut self, tx: &mut Tx, l: LogoutRequest, header: &[u8; 48]) {
+    fn on_logout(&mut self, tx: &mut Tx, l: LogoutRequest, header: &[u8; BHS_LEN]) {
         // Responses per §11.15.1.
         let response = match l.reason {
             LogoutReason::CloseSession => 0,
@@ -545,6 +585,16 @@ impl Session {
             self.tasks.clear();
             tx.close(Closing::AfterFlush);
         }
+    }
+}
+
+/// Room for what a command reads: the transfer its CDB describes, within
+/// what the initiator expects. Commands that return parameter data build
+/// their own buffer and need none.
+fn data_in_capacity(task: &Task) -> usize {
+    match task.transfer.direction {
+        DataDirection::In => task.transfer.bytes.min(u64::from(task.expected_len)) as usize,
+        DataDirection::Out | DataDirection::None => 0,
     }
 }
 

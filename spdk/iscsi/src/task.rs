@@ -8,10 +8,17 @@
 
 use reservoir_scsi::{Command, Completion, DataDirection, Transfer};
 
+use crate::buffers::BufferPool;
+use crate::login::OUR_MAX_OUTSTANDING_R2T;
 use crate::pdu::{DataOut, Itt, Residual, Ttt, RESERVED_TAG};
 
+/// A task's Data-Out buffer is sized for its whole transfer up to this
+/// much; beyond it the buffer grows as data arrives, so that a command
+/// announcing a huge transfer cannot make us reserve memory for it.
+const PREALLOCATE_MAX: usize = 1 << 20;
+
 /// An R2T we sent and whose data is not complete yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Solicited {
     pub ttt: Ttt,
     pub offset: u32,
@@ -26,6 +33,54 @@ pub(crate) struct R2tOut {
     pub r2t_sn: u32,
     pub offset: u32,
     pub len: u32,
+}
+
+/// The R2Ts in flight, oldest first. Negotiation caps MaxOutstandingR2T at
+/// [`OUR_MAX_OUTSTANDING_R2T`], so they fit inline and a task that solicits
+/// data allocates nothing for it.
+#[derive(Debug)]
+struct Outstanding {
+    r2ts: [Solicited; OUR_MAX_OUTSTANDING_R2T as usize],
+    len: usize,
+}
+
+impl Default for Outstanding {
+    fn default() -> Self {
+        let unused = Solicited {
+            ttt: Ttt::RESERVED,
+            offset: 0,
+            len: 0,
+            next_data_sn: 0,
+        };
+        Outstanding {
+            r2ts: [unused; OUR_MAX_OUTSTANDING_R2T as usize],
+            len: 0,
+        }
+    }
+}
+
+impl Outstanding {
+    fn as_slice(&self) -> &[Solicited] {
+        &self.r2ts[..self.len]
+    }
+
+    fn len(&self) -> u32 {
+        self.len as u32
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == self.r2ts.len()
+    }
+
+    fn push(&mut self, r2t: Solicited) {
+        self.r2ts[self.len] = r2t;
+        self.len += 1;
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.r2ts[i..self.len].rotate_left(1);
+        self.len -= 1;
+    }
 }
 
 /// Why a Data-Out cannot be accepted: a protocol error (§11.17.1 reason 04h).
@@ -65,21 +120,23 @@ pub(crate) struct Task {
     /// End of the unsolicited burst while it is still open.
     unsolicited_end: Option<u32>,
     unsolicited_data_sn: u32,
-    solicited: Vec<Solicited>,
+    solicited: Outstanding,
     next_r2t_sn: u32,
 }
 
 impl Task {
-    /// A task for a command whose immediate data is `immediate`.
-    /// `unsolicited_limit` is where unsolicited Data-Out must stop, or None
-    /// when none will follow (F bit set, or InitialR2T=Yes).
+    /// A task for a command whose immediate data is `immediate`; its data
+    /// buffer comes from `buffers`. `unsolicited_limit` is where
+    /// unsolicited Data-Out must stop, or None when none will follow (F bit
+    /// set, or InitialR2T=Yes).
     pub fn new(
         itt: Itt,
         lun: u64,
         command: Result<Command, Completion>,
         expected_len: u32,
-        immediate: Vec<u8>,
+        immediate: &[u8],
         unsolicited_limit: Option<u32>,
+        buffers: &mut BufferPool,
     ) -> Task {
         // A command that failed to parse moves no data.
         let transfer = command.as_ref().map_or(
@@ -95,6 +152,8 @@ impl Task {
                 .min(expected_len),
             DataDirection::In | DataDirection::None => 0,
         };
+        let mut data = buffers.take((wanted as usize).min(PREALLOCATE_MAX).max(immediate.len()));
+        data.extend_from_slice(immediate);
         let received = immediate.len() as u32;
         Task {
             itt,
@@ -104,11 +163,11 @@ impl Task {
             expected_len,
             delivered: false,
             abort_epoch: 0,
-            data: immediate,
+            data,
             wanted,
             unsolicited_end: unsolicited_limit.filter(|end| *end > received),
             unsolicited_data_sn: 0,
-            solicited: Vec::new(),
+            solicited: Outstanding::default(),
             next_r2t_sn: 0,
         }
     }
@@ -120,7 +179,7 @@ impl Task {
     /// All Data-Out is in: the command can run once delivered.
     pub fn data_complete(&self) -> bool {
         self.unsolicited_end.is_none()
-            && self.solicited.is_empty()
+            && self.solicited.len() == 0
             && self.received() >= self.wanted
     }
 
@@ -156,10 +215,11 @@ impl Task {
         let received = self.received();
         let i = self
             .solicited
+            .as_slice()
             .iter()
             .position(|s| s.ttt == pdu.ttt)
             .ok_or(DataOutError::UnknownTtt)?;
-        let s = &mut self.solicited[i];
+        let s = &mut self.solicited.r2ts[i];
         expect_sn(pdu.data_sn, s.next_data_sn)?;
         expect_offset(pdu.buffer_offset, received)?;
         let r2t_end = s.offset + s.len;
@@ -178,42 +238,45 @@ impl Task {
         Ok(())
     }
 
-    /// R2Ts to send now: from the cursor, each at most `max_burst` long,
-    /// keeping at most `max_outstanding` open (§11.8). Nothing while the
-    /// unsolicited burst is open or before the task's CmdSN turn.
-    pub fn next_r2ts(
+    /// The next R2T to send now, if any: from the cursor, at most
+    /// `max_burst` long, keeping at most `max_outstanding` open (§11.8).
+    /// Nothing while the unsolicited burst is open or before the task's
+    /// CmdSN turn. `new_ttt` is called only for an R2T that is returned.
+    pub fn next_r2t(
         &mut self,
         max_burst: u32,
         max_outstanding: u32,
-        mut new_ttt: impl FnMut() -> Ttt,
-    ) -> Vec<R2tOut> {
-        let mut out = Vec::new();
+        new_ttt: impl FnOnce() -> Ttt,
+    ) -> Option<R2tOut> {
         if !self.delivered || self.unsolicited_end.is_some() {
-            return out;
+            return None;
         }
-        let mut next = self
+        let next = self
             .solicited
+            .as_slice()
             .last()
             .map_or(self.received(), |s| s.offset + s.len);
-        while next < self.wanted && (self.solicited.len() as u32) < max_outstanding {
-            let len = (self.wanted - next).min(max_burst);
-            let r2t = R2tOut {
-                ttt: new_ttt(),
-                r2t_sn: self.next_r2t_sn,
-                offset: next,
-                len,
-            };
-            self.next_r2t_sn += 1;
-            self.solicited.push(Solicited {
-                ttt: r2t.ttt,
-                offset: next,
-                len,
-                next_data_sn: 0,
-            });
-            out.push(r2t);
-            next += len;
+        if next >= self.wanted
+            || self.solicited.len() >= max_outstanding
+            || self.solicited.is_full()
+        {
+            return None;
         }
-        out
+        let len = (self.wanted - next).min(max_burst);
+        let r2t = R2tOut {
+            ttt: new_ttt(),
+            r2t_sn: self.next_r2t_sn,
+            offset: next,
+            len,
+        };
+        self.next_r2t_sn += 1;
+        self.solicited.push(Solicited {
+            ttt: r2t.ttt,
+            offset: next,
+            len,
+            next_data_sn: 0,
+        });
+        Some(r2t)
     }
 
     /// The R2TSN to number the next R2T with; also the ExpDataSN a write's

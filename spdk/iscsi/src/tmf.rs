@@ -86,9 +86,7 @@ impl Session {
         }
         // A request still waiting for its CmdSN turn.
         let held = self.held.iter_mut().find(|(_, h)| match h {
-            Held::Frame(f) => {
-                matches!(&f.pdu, Ok(p) if p.itt() == rtt && !matches!(p, Pdu::TaskManagement(_)))
-            }
+            Held::Request(r) => r.pdu.itt() == rtt && !matches!(r.pdu, Pdu::TaskManagement(_)),
             _ => false,
         });
         if let Some((_, h)) = held {

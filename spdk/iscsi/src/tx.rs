@@ -1,6 +1,7 @@
 //! The sending half of a connection: output bytes, StatSN, and the CmdSN
 //! window the target advertises (RFC 7143 §4.2.2).
 
+use crate::buffers::BufferPool;
 use crate::pdu::{encode, Digests, TargetPdu, Ttt, BHS_LEN, RESERVED_TAG};
 use crate::serial::CmdSn;
 
@@ -38,6 +39,8 @@ pub(crate) struct Tx {
     pub digests: Digests,
     pub closing: Closing,
     next_ttt: u32,
+    /// Payload buffers for Data-Out and Data-In, recycled.
+    pub buffers: BufferPool,
 }
 
 impl Tx {
@@ -51,6 +54,7 @@ impl Tx {
             digests: Digests::default(),
             closing: Closing::Open,
             next_ttt: 0,
+            buffers: BufferPool::default(),
         }
     }
 

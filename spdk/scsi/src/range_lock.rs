@@ -24,15 +24,37 @@ impl Default for RangeLock {
     }
 }
 
+/// The stripes one command holds, released on drop. A range within one
+/// stripe's size takes one or two, held inline so that a write locks
+/// without allocating; longer ranges keep theirs on the heap.
 #[derive(Debug)]
 #[must_use]
-pub(crate) enum RangeGuard<'a> {
-    /// Held for its `Drop`: the stripes are released when the guard goes.
-    Shared { _held: Vec<RwLockReadGuard<'a, ()>> },
-    Exclusive {
-        _held: Vec<RwLockWriteGuard<'a, ()>>,
+pub(crate) enum Held<G> {
+    One(G),
+    Two(G, G),
+    /// Held for their `Drop`.
+    Many {
+        _held: Vec<G>,
     },
 }
+
+impl<G> Held<G> {
+    fn hold(mut locks: impl Iterator<Item = G>) -> Self {
+        let first = locks.next().expect("an extent covers at least one stripe");
+        let Some(second) = locks.next() else {
+            return Held::One(first);
+        };
+        match locks.next() {
+            None => Held::Two(first, second),
+            Some(third) => Held::Many {
+                _held: [first, second, third].into_iter().chain(locks).collect(),
+            },
+        }
+    }
+}
+
+pub(crate) type SharedGuard<'a> = Held<RwLockReadGuard<'a, ()>>;
+pub(crate) type ExclusiveGuard<'a> = Held<RwLockWriteGuard<'a, ()>>;
 
 impl RangeLock {
     /// The stripes an extent touches, as a bit set; always locked in
@@ -51,20 +73,18 @@ impl RangeLock {
         (0..STRIPES).filter(move |i| mask & (1 << i) != 0)
     }
 
-    pub(crate) fn shared(&self, extent: Extent) -> RangeGuard<'_> {
-        RangeGuard::Shared {
-            _held: Self::indices(extent)
-                .map(|i| self.stripes[i].read().unwrap_or_else(|e| e.into_inner()))
-                .collect(),
-        }
+    pub(crate) fn shared(&self, extent: Extent) -> SharedGuard<'_> {
+        Held::hold(
+            Self::indices(extent)
+                .map(|i| self.stripes[i].read().unwrap_or_else(|e| e.into_inner())),
+        )
     }
 
-    pub(crate) fn exclusive(&self, extent: Extent) -> RangeGuard<'_> {
-        RangeGuard::Exclusive {
-            _held: Self::indices(extent)
-                .map(|i| self.stripes[i].write().unwrap_or_else(|e| e.into_inner()))
-                .collect(),
-        }
+    pub(crate) fn exclusive(&self, extent: Extent) -> ExclusiveGuard<'_> {
+        Held::hold(
+            Self::indices(extent)
+                .map(|i| self.stripes[i].write().unwrap_or_else(|e| e.into_inner())),
+        )
     }
 }
 

@@ -7,7 +7,8 @@ mod params;
 
 pub(crate) use negotiate::{Established, Login, LoginContext, LoginStatus, LoginStep, SessionType};
 pub(crate) use params::{
-    KeyAnswer, Params, DEFAULT_MAX_RECV_DATA_SEGMENT, OUR_MAX_RECV_DATA_SEGMENT,
+    KeyAnswer, Params, DEFAULT_MAX_RECV_DATA_SEGMENT, OUR_MAX_OUTSTANDING_R2T,
+    OUR_MAX_RECV_DATA_SEGMENT,
 };
 
 #[cfg(test)]

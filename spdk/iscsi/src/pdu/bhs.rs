@@ -168,7 +168,27 @@ pub struct ScsiCommand {
     pub cmd_sn: CmdSn,
     pub exp_stat_sn: u32,
     /// The CDB, extended by an Extended-CDB AHS when present (§11.3.5).
-    pub cdb: Vec<u8>,
+    pub cdb: CdbBytes,
+}
+
+/// A CDB as it arrived. The BHS's 16 bytes are kept inline, so decoding a
+/// command allocates nothing; only a CDB extended by an AHS (§11.3.5) is
+/// longer and lives on the heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CdbBytes {
+    Basic([u8; 16]),
+    Extended(Vec<u8>),
+}
+
+impl std::ops::Deref for CdbBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            CdbBytes::Basic(bytes) => bytes,
+            CdbBytes::Extended(bytes) => bytes,
+        }
+    }
 }
 
 /// Task management function codes (RFC 7143 §11.5.1).
@@ -316,8 +336,13 @@ impl Pdu {
                 exp_stat_sn: raw.word(28),
             }),
             op::SCSI_COMMAND => {
-                let mut cdb = raw.fields[12..28].to_vec();
-                cdb.extend_from_slice(&extended_cdb(ahs)?);
+                let basic: [u8; 16] = raw.fields[12..28].try_into().expect("16 CDB bytes");
+                let extension = extended_cdb(ahs)?;
+                let cdb = if extension.is_empty() {
+                    CdbBytes::Basic(basic)
+                } else {
+                    CdbBytes::Extended([&basic[..], &extension].concat())
+                };
                 Pdu::ScsiCommand(ScsiCommand {
                     immediate,
                     final_: f & 0x80 != 0,

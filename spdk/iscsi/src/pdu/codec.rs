@@ -51,13 +51,14 @@ pub enum FrameError {
     HeaderDigest,
 }
 
-/// One framed initiator PDU.
+/// One framed initiator PDU. Its data segment is borrowed from the receive
+/// buffer: whoever keeps it copies it once, into the buffer it ends up in.
 #[derive(Debug, Clone)]
-pub struct Frame {
+pub struct Frame<'a> {
     /// The header bytes as received, returned in a Reject (§11.17.1).
     pub header: [u8; BHS_LEN],
     pub pdu: Result<Pdu, HeaderError>,
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
     /// False when DataDigest is on and the data segment failed it.
     pub data_digest_ok: bool,
 }
@@ -76,7 +77,10 @@ pub(crate) fn pad4(n: usize) -> usize {
 
 /// Tries to frame one PDU from the front of `buf`. `Ok(None)` means more
 /// bytes are needed; the returned size is how many bytes the frame used.
-pub fn decode_frame(buf: &[u8], limits: FrameLimits) -> Result<Option<(Frame, usize)>, FrameError> {
+pub fn decode_frame(
+    buf: &[u8],
+    limits: FrameLimits,
+) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
     let mut r = Reader::new(buf);
     let Some(header) = r.array::<BHS_LEN>() else {
         return Ok(None);
@@ -126,7 +130,7 @@ pub fn decode_frame(buf: &[u8], limits: FrameLimits) -> Result<Option<(Frame, us
     let frame = Frame {
         header,
         pdu: Pdu::decode(&raw, ahs),
-        data: padded[..data_len].to_vec(),
+        data: &padded[..data_len],
         data_digest_ok,
     };
     Ok(Some((frame, r.consumed())))
