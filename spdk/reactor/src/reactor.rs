@@ -15,9 +15,10 @@ use reservoir_iscsi::{Connection, PortalContext};
 const TICK: Duration = Duration::from_millis(100);
 /// How long a stopping reactor keeps trying to flush queued responses.
 const STOP_FLUSH_LIMIT: Duration = Duration::from_secs(2);
-/// One read per readiness event is at most this; large enough for a
-/// maximum-size Data-Out PDU in one call.
-const READ_CHUNK: usize = 256 * 1024;
+/// Room offered to each socket read: many small PDUs, or a good part of a
+/// large Data-Out, per call. It is per connection (the connection's own
+/// receive buffer), so it stays modest.
+const READ_SPACE: usize = 64 * 1024;
 
 const WAKER: Token = Token(usize::MAX);
 /// Listener tokens count down from just below the waker's.
@@ -76,7 +77,6 @@ pub(crate) struct Reactor {
     pool: Option<Arc<[Slot]>>,
     connections: Vec<Option<Peer>>,
     free_slots: Vec<usize>,
-    read_buffer: Box<[u8]>,
 }
 
 impl Reactor {
@@ -99,7 +99,6 @@ impl Reactor {
             pool: None,
             connections: Vec::new(),
             free_slots: Vec::new(),
-            read_buffer: vec![0; READ_CHUNK].into_boxed_slice(),
         })
     }
 
@@ -257,14 +256,20 @@ impl Reactor {
         loop {
             let mut progressed = false;
             if peer.unread && peer.connection.wants_read() && !peer.connection.is_closed() {
-                match peer.stream.read(&mut self.read_buffer) {
+                let space = peer.connection.receive_buffer(READ_SPACE);
+                let offered = space.len();
+                match peer.stream.read(space) {
                     Ok(0) => {
                         open = false;
                         peer.unread = false;
                     }
                     Ok(n) => {
-                        peer.connection.receive(&self.read_buffer[..n]);
+                        peer.connection.received(n);
                         progressed = true;
+                        // A short read drained the socket: epoll (edge
+                        // triggered) reports the next arrival, so asking
+                        // again would only cost a syscall that says EAGAIN.
+                        peer.unread = n == offered;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => peer.unread = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progressed = true,
