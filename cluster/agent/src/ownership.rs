@@ -578,6 +578,13 @@ impl Ownership {
                     }),
                     _ => false,
                 };
+                // The request may have been lost, or found the target busy
+                // with a challenge of its own: ask again every round.
+                if let State::Owner { yield_to: Some(t) } = self.state {
+                    if !self.handover {
+                        fx.push(Effect::AskToTakeOver(t));
+                    }
+                }
                 let mut victims: Vec<u64> = keys
                     .into_iter()
                     .filter(|&k| !self.key_is_valid(k))

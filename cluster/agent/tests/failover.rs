@@ -19,7 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use reservoir_cluster::{
-    challenge_wait, node_isid, suspect_ms, KeyRole, Node, NodeConfig, NodeId, Role, Status,
+    challenge_wait, node_isid, request, suspect_ms, KeyRole, Node, NodeConfig, NodeId, Request,
+    Response, Role, Status,
 };
 use reservoir_initiator::{ConnectOptions, Initiator};
 
@@ -172,16 +173,29 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
 }
 
 #[test]
-fn killing_the_volume_owner_fails_over_and_fences_it() {
+fn killing_the_volume_and_quorum_owner_fails_over_and_fences_it() {
+    kill_the_owner(false);
+}
+
+/// The volume is first moved (`reservoir node move`, over the control
+/// socket) to a node that is not the quorum owner, so only the volume
+/// fails over.
+#[test]
+fn killing_a_volume_owner_that_is_not_the_quorum_owner_fails_over_faster() {
+    kill_the_owner(true);
+}
+
+fn kill_the_owner(move_first: bool) {
     let dir = tempfile::tempdir().unwrap();
     let portal = free_tcp_port();
     let _daemon = start_daemon(dir.path(), portal);
     let heartbeat = [free_udp_port(), free_udp_port(), free_udp_port()];
-    let mut nodes: Vec<(u8, Node)> = (1..=3)
-        .map(|id| {
-            let config = node_config(dir.path(), id, portal, &heartbeat);
-            (id, Node::start(config).unwrap())
-        })
+    let configs: Vec<NodeConfig> = (1..=3)
+        .map(|id| node_config(dir.path(), id, portal, &heartbeat))
+        .collect();
+    let mut nodes: Vec<(u8, Node)> = configs
+        .iter()
+        .map(|c| (c.me.get(), Node::start(c.clone()).unwrap()))
         .collect();
 
     let formed = Instant::now();
@@ -198,6 +212,28 @@ fn killing_the_volume_owner_fails_over_and_fences_it() {
     );
     let status = nodes[0].1.status().unwrap();
     let quorum_owner = status.core.record.owner.map(NodeId::get);
+    let first = if move_first && quorum_owner == Some(first) {
+        let to = (1..=3).find(|&n| Some(n) != quorum_owner).unwrap();
+        // Asked of the third node, which forwards it to the owner.
+        let via = (1..=3).find(|&n| n != first && n != to).unwrap();
+        let asked = Instant::now();
+        let answer = request(
+            &configs[usize::from(via) - 1].socket_path(),
+            &Request::Move {
+                volume: "shared".into(),
+                to: NodeId::new(to).unwrap(),
+            },
+        )
+        .unwrap();
+        assert!(matches!(answer, Response::MoveRequested), "{answer:?}");
+        wait_for("the planned move", Duration::from_millis(4 * D), || {
+            (owner(&statuses(&nodes)) == Some(to)).then_some(())
+        });
+        eprintln!("MOVE: node {first} -> node {to} took {:?}", asked.elapsed());
+        to
+    } else {
+        first
+    };
 
     // Kill the owner: its threads stop, its sessions drop, nothing is
     // released or unregistered.
