@@ -1,5 +1,5 @@
 //! One TCP connection, sans I/O: the reactor feeds received bytes in and
-//! writes `output()` out. Login, then full feature phase; timers via `tick`.
+//! writes `output_slices()` out. Login, then full feature phase; timers via `tick`.
 //!
 //! ```text
 //!  new ──Login PDUs──▶ Login ──final response──▶ FullFeature ──Logout──▶ closed
@@ -7,6 +7,7 @@
 //!            └────────────────────────────────────────┴─ fatal framing error ─▶ closed
 //! ```
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -180,12 +181,31 @@ impl Connection {
         self.filled -= used;
     }
 
-    /// Bytes to write next.
-    pub fn output(&self) -> &[u8] {
-        self.tx.pending()
+    /// How many bytes are waiting to be written.
+    pub fn output_len(&self) -> usize {
+        self.tx.pending_len()
     }
 
-    /// `n` bytes of `output()` were written.
+    /// Fills `slices` with the output to write next, in order, for one
+    /// vectored write; returns how many it filled. Data-In payloads are
+    /// lent from the buffers they were read into, not copied.
+    pub fn output_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.tx.output_slices(slices)
+    }
+
+    /// Appends all pending output to `out` and consumes it (for transports
+    /// without vectored writes, and for tests).
+    pub fn take_output(&mut self, out: &mut Vec<u8>) {
+        while self.output_len() > 0 {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = self.output_slices(&mut slices);
+            let before = out.len();
+            slices[..n].iter().for_each(|s| out.extend_from_slice(s));
+            self.consume_output(out.len() - before);
+        }
+    }
+
+    /// `n` bytes of the output were written.
     pub fn consume_output(&mut self, n: usize) {
         self.tx.consume(n);
     }
@@ -239,8 +259,8 @@ impl Connection {
         }
     }
 
-    /// The reactor closes the socket once this is true and `output()` is
-    /// empty (output is dropped when closing for an error).
+    /// The reactor closes the socket once this is true and no output is
+    /// left (output is dropped when closing for an error).
     pub fn is_closed(&self) -> bool {
         self.tx.closing != Closing::Open
     }
@@ -249,7 +269,7 @@ impl Connection {
     pub fn wants_read(&self) -> bool {
         // Not gated on unacknowledged StatSNs: acknowledgements arrive in
         // the very PDUs we would stop reading.
-        !self.is_closed() && self.tx.pending().len() < OUTPUT_HIGH_WATER
+        !self.is_closed() && self.tx.pending_len() < OUTPUT_HIGH_WATER
     }
 
     /// The session's TSIH once logged in.

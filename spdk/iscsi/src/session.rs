@@ -385,9 +385,10 @@ impl Session {
         data_in.truncate(task.expected_len as usize);
         let residual = residual(task.expected_len, &task.transfer, moved);
         let good = completion.status == Status::Good && completion.sense.is_none();
+        let read_nothing = data_in.is_empty();
         let data_sns =
-            self.send_data_in(tx, &task, &data_in, good.then_some((completion, residual)));
-        if data_in.is_empty() || !good {
+            self.send_data_in(tx, &task, data_in, good.then_some((completion, residual)));
+        if read_nothing || !good {
             let exp_data_sn = match task.transfer.direction {
                 DataDirection::Out => task.r2t_count(),
                 _ => data_sns,
@@ -395,27 +396,33 @@ impl Session {
             send_response(tx, task.itt, &completion, residual, exp_data_sn);
         }
         tx.buffers.give(task.data);
-        tx.buffers.give(data_in);
     }
 
     /// Sends read data as Data-In PDUs no larger than the initiator's
     /// MaxRecvDataSegmentLength, in sequences of at most MaxBurstLength
     /// (§11.7). With `status`, the last PDU carries it (S bit, §11.7.5).
-    /// Returns how many Data-In PDUs were sent.
+    /// The PDUs are sent from `data` itself, which the output queue keeps
+    /// until they are written. Returns how many Data-In PDUs were sent.
     fn send_data_in(
         &self,
         tx: &mut Tx,
         task: &Task,
-        data: &[u8],
+        data: Vec<u8>,
         status: Option<(Completion, Residual)>,
     ) -> u32 {
+        let len = data.len();
+        if len == 0 {
+            tx.buffers.give(data);
+            return 0;
+        }
+        tx.push_source(data);
         let seg = self.params.initiator_max_recv.max(512) as usize;
         let burst = self.params.max_burst.max(512) as usize;
         let mut off = 0;
         let mut data_sn = 0u32;
-        while off < data.len() {
-            let n = seg.min(data.len() - off).min(burst - off % burst);
-            let last = off + n == data.len();
+        while off < len {
+            let n = seg.min(len - off).min(burst - off % burst);
+            let last = off + n == len;
             let end_of_burst = last || (off + n).is_multiple_of(burst);
             let status_here = status.filter(|_| last);
             let pdu = TargetPdu::DataIn {
@@ -434,7 +441,7 @@ impl Session {
                 data_sn,
                 buffer_offset: off as u32,
             };
-            tx.send(&pdu, &data[off..off + n]);
+            tx.send_from_source(&pdu, off..off + n, last);
             data_sn += 1;
             off += n;
         }

@@ -1,8 +1,25 @@
-//! The sending half of a connection: output bytes, StatSN, and the CmdSN
-//! window the target advertises (RFC 7143 §4.2.2).
+//! The sending half of a connection: output, StatSN, and the CmdSN window
+//! the target advertises (RFC 7143 §4.2.2).
+//!
+//! Output is a gather list, written with one `writev` per turn: encoded
+//! bytes (headers, digests, padding, small data segments) in one buffer,
+//! and Data-In payloads sent straight from the buffer the SCSI layer read
+//! them into, which returns to the pool once written.
+//!
+//! ```text
+//! bytes:    [hdr A][hdr B|pad B][hdr C ...
+//! payloads:        ^at B         ^at C        (each: a range of a source)
+//! wire:     hdr A, hdr B, data B, pad B, hdr C, data C, ...
+//! ```
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::ops::Range;
 
 use crate::buffers::BufferPool;
-use crate::pdu::{encode, Digests, TargetPdu, Ttt, BHS_LEN, RESERVED_TAG};
+use crate::pdu::{
+    encode, encode_header, encode_trailer, Digests, TargetPdu, Ttt, BHS_LEN, RESERVED_TAG,
+};
 use crate::serial::CmdSn;
 
 /// Commands the target accepts ahead of ExpCmdSN (MaxCmdSN - ExpCmdSN + 1).
@@ -28,10 +45,29 @@ pub(crate) enum Closing {
     Now,
 }
 
+/// A data segment sent from a source buffer rather than from `bytes`.
+#[derive(Debug)]
+struct Payload {
+    /// It goes out once `bytes[..at]` has.
+    at: usize,
+    /// The part of its source not written yet.
+    range: Range<usize>,
+    /// No later payload comes from the same source: once this one is
+    /// written, the source goes back to the pool.
+    last: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct Tx {
-    buf: Vec<u8>,
+    /// Encoded output; `bytes[..pos]` is written.
+    bytes: Vec<u8>,
     pos: usize,
+    payloads: VecDeque<Payload>,
+    /// The buffers payloads are sent from, oldest first; the front payload
+    /// always comes from the front source.
+    sources: VecDeque<Vec<u8>>,
+    /// Bytes of `payloads` not written yet.
+    payload_len: usize,
     pub stat_sn: u32,
     /// The initiator's ExpStatSN: statuses up to here were received.
     acked_stat_sn: u32,
@@ -46,8 +82,11 @@ pub(crate) struct Tx {
 impl Tx {
     pub fn new() -> Tx {
         Tx {
-            buf: Vec::new(),
+            bytes: Vec::new(),
             pos: 0,
+            payloads: VecDeque::new(),
+            sources: VecDeque::new(),
+            payload_len: 0,
             stat_sn: 0,
             acked_stat_sn: 0,
             exp_cmd_sn: CmdSn(0),
@@ -58,25 +97,87 @@ impl Tx {
         }
     }
 
-    pub fn pending(&self) -> &[u8] {
-        &self.buf[self.pos..]
+    /// Bytes queued and not yet written.
+    pub fn pending_len(&self) -> usize {
+        self.bytes.len() - self.pos + self.payload_len
     }
 
-    pub fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.buf.len());
-        if self.pos == self.buf.len() {
-            self.buf.clear();
+    /// Fills `slices` with the output to write next, in order; returns how
+    /// many it filled (fewer than all when `slices` is too short).
+    pub fn output_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        let mut push = |slice: &'a [u8]| {
+            if filled < slices.len() && !slice.is_empty() {
+                slices[filled] = IoSlice::new(slice);
+                filled += 1;
+            }
+            filled < slices.len()
+        };
+        let mut pos = self.pos;
+        let mut sources = self.sources.iter();
+        let mut source = sources.next();
+        for payload in &self.payloads {
+            let Some(buffer) = source else { break };
+            if !push(&self.bytes[pos..payload.at]) || !push(&buffer[payload.range.clone()]) {
+                return filled;
+            }
+            pos = payload.at;
+            if payload.last {
+                source = sources.next();
+            }
+        }
+        push(&self.bytes[pos..]);
+        filled
+    }
+
+    /// `n` bytes of the output were written.
+    pub fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.payloads.front_mut() else {
+                self.pos = (self.pos + n).min(self.bytes.len());
+                break;
+            };
+            if self.pos < front.at {
+                let k = n.min(front.at - self.pos);
+                self.pos += k;
+                n -= k;
+                continue;
+            }
+            let k = n.min(front.range.len());
+            front.range.start += k;
+            self.payload_len -= k;
+            n -= k;
+            if front.range.is_empty() {
+                let last = front.last;
+                self.payloads.pop_front();
+                if last {
+                    if let Some(source) = self.sources.pop_front() {
+                        self.buffers.give(source);
+                    }
+                }
+            }
+        }
+        if self.pos == self.bytes.len() && self.payloads.is_empty() {
+            self.bytes.clear();
             self.pos = 0;
-        } else if self.pos > 64 * 1024 && self.pos * 2 > self.buf.len() {
-            self.buf.drain(..self.pos);
+        } else if self.pos > 64 * 1024 && self.pos * 2 > self.bytes.len() {
+            self.bytes.drain(..self.pos);
+            for payload in &mut self.payloads {
+                payload.at -= self.pos;
+            }
             self.pos = 0;
         }
     }
 
     pub fn close(&mut self, how: Closing) {
         if how == Closing::Now {
-            self.buf.clear();
+            self.bytes.clear();
             self.pos = 0;
+            self.payloads.clear();
+            self.payload_len = 0;
+            while let Some(source) = self.sources.pop_front() {
+                self.buffers.give(source);
+            }
         }
         if self.closing != Closing::Now {
             self.closing = how;
@@ -129,7 +230,34 @@ impl Tx {
         if self.closing == Closing::Now {
             return;
         }
-        encode(pdu, data, self.digests, &mut self.buf);
+        encode(pdu, data, self.digests, &mut self.bytes);
+    }
+
+    /// Makes `buffer` the source that [`Tx::send_from_source`] sends from.
+    pub fn push_source(&mut self, buffer: Vec<u8>) {
+        if self.closing == Closing::Now {
+            self.buffers.give(buffer);
+            return;
+        }
+        self.sources.push_back(buffer);
+    }
+
+    /// Sends `pdu` with `range` of the newest source as its data segment,
+    /// without copying it. `last` says no further PDU uses that source.
+    pub fn send_from_source(&mut self, pdu: &TargetPdu, range: Range<usize>, last: bool) {
+        if self.closing == Closing::Now {
+            return;
+        }
+        let source = self.sources.back().expect("a source was pushed");
+        debug_assert!(!range.is_empty() && range.end <= source.len());
+        encode_header(pdu, range.len(), self.digests, &mut self.bytes);
+        self.payloads.push_back(Payload {
+            at: self.bytes.len(),
+            range: range.clone(),
+            last,
+        });
+        self.payload_len += range.len();
+        encode_trailer(&source[range], self.digests, &mut self.bytes);
     }
 
     /// Rejects a PDU, returning its header to the initiator (§11.17).
@@ -143,5 +271,113 @@ impl Tx {
             data_sn: 0,
         };
         self.send(&pdu, header);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reject(tx: &mut Tx, byte: u8) {
+        tx.reject(reject::PROTOCOL_ERROR, &[byte; BHS_LEN]);
+    }
+
+    fn data_in(tx: &mut Tx, range: Range<usize>, last: bool) {
+        let pdu = TargetPdu::DataIn {
+            final_: last,
+            status: None,
+            residual: crate::pdu::Residual::None,
+            lun: 0,
+            itt: crate::pdu::Itt(1),
+            stat_sn: 0,
+            exp_cmd_sn: CmdSn(1),
+            max_cmd_sn: CmdSn(2),
+            data_sn: 0,
+            buffer_offset: range.start as u32,
+        };
+        tx.send_from_source(&pdu, range, last);
+    }
+
+    /// Everything the output slices yield, as `writev` would send it.
+    fn gathered(tx: &Tx) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); 3];
+        let n = tx.output_slices(&mut slices);
+        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    fn queue(digests: Digests) -> Tx {
+        let mut tx = Tx::new();
+        tx.digests = digests;
+        reject(&mut tx, 1);
+        tx.push_source((0..10u8).collect());
+        data_in(&mut tx, 0..6, false);
+        data_in(&mut tx, 6..10, true);
+        reject(&mut tx, 2);
+        tx.push_source(vec![0xee; 3]);
+        data_in(&mut tx, 0..3, true);
+        tx
+    }
+
+    /// The whole stream, taken a few slices and a few bytes at a time.
+    fn drain(mut tx: Tx, step: usize) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while tx.pending_len() > 0 {
+            let chunk = gathered(&tx);
+            let n = chunk.len().min(step);
+            wire.extend_from_slice(&chunk[..n]);
+            tx.consume(n);
+        }
+        assert!(tx.sources.is_empty() && tx.bytes.is_empty());
+        wire
+    }
+
+    #[test]
+    fn gathered_output_is_the_copied_stream() {
+        for digests in [
+            Digests::default(),
+            Digests {
+                header: true,
+                data: true,
+            },
+        ] {
+            // The same PDUs with their data copied into the byte stream.
+            let mut copied = Tx::new();
+            copied.digests = digests;
+            reject(&mut copied, 1);
+            let pdu = |offset: u32, last: bool| TargetPdu::DataIn {
+                final_: last,
+                status: None,
+                residual: crate::pdu::Residual::None,
+                lun: 0,
+                itt: crate::pdu::Itt(1),
+                stat_sn: 0,
+                exp_cmd_sn: CmdSn(1),
+                max_cmd_sn: CmdSn(2),
+                data_sn: 0,
+                buffer_offset: offset,
+            };
+            copied.send(&pdu(0, false), &[0, 1, 2, 3, 4, 5]);
+            copied.send(&pdu(6, true), &[6, 7, 8, 9]);
+            reject(&mut copied, 2);
+            copied.send(&pdu(0, true), &[0xee; 3]);
+            let expected = drain(copied, usize::MAX);
+            assert_eq!(queue(digests).pending_len(), expected.len());
+            for step in [1, 5, 48, 53, usize::MAX] {
+                assert_eq!(drain(queue(digests), step), expected, "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn sources_return_to_the_pool_once_written_or_dropped() {
+        let mut tx = queue(Digests::default());
+        let all = tx.pending_len();
+        tx.consume(all);
+        assert_eq!(tx.buffers.take(10).capacity(), 10, "the first source");
+        let mut tx = queue(Digests::default());
+        tx.close(Closing::Now);
+        assert_eq!(tx.pending_len(), 0);
+        assert!(tx.sources.is_empty());
+        assert!(tx.buffers.take(3).capacity() >= 3);
     }
 }

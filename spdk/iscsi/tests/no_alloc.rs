@@ -118,6 +118,8 @@ struct Initiator {
     itt: u32,
     wire: Vec<u8>,
     payload: Vec<u8>,
+    /// What the target sent, taken from the connection.
+    output: Vec<u8>,
 }
 
 fn word(h: &[u8], at: usize) -> u32 {
@@ -147,11 +149,9 @@ impl Initiator {
             .collect();
         self.payload[..text.len()].copy_from_slice(&text);
         self.send(h, text.len());
-        let out = self.conn.output();
+        let out = self.take_output();
         assert_eq!(out[0] & 0x3f, 0x23, "login response");
         assert_eq!((out[36], out[37]), (0, 0), "login status");
-        let n = out.len();
-        self.conn.consume_output(n);
     }
 
     fn command(&mut self, write: bool, lba: u32, bytes: usize) -> u32 {
@@ -178,7 +178,9 @@ impl Initiator {
         let mut r2ts = [(0u32, 0u32, 0u32, 0u32); DEPTH as usize];
         let mut pending = 0;
         {
-            let mut out = self.conn.output();
+            self.output.clear();
+            self.conn.take_output(&mut self.output);
+            let mut out = &self.output[..];
             while !out.is_empty() {
                 let h = &out[..48];
                 let len = word(h, 4) as usize & 0xff_ffff;
@@ -201,8 +203,6 @@ impl Initiator {
                 out = &out[48 + len.next_multiple_of(4)..];
             }
         }
-        let n = self.conn.output().len();
-        self.conn.consume_output(n);
         for &(itt, ttt, offset, len) in &r2ts[..pending] {
             let mut h = [0u8; 48];
             h[0] = 0x05;
@@ -213,6 +213,12 @@ impl Initiator {
             self.send(h, len as usize);
         }
         statuses
+    }
+
+    fn take_output(&mut self) -> &[u8] {
+        self.output.clear();
+        self.conn.take_output(&mut self.output);
+        &self.output
     }
 
     /// `rounds` rounds of DEPTH commands in flight: reads and writes,
@@ -246,6 +252,7 @@ fn steady_state_io_allocates_nothing() {
         itt: 0x100,
         wire: Vec::new(),
         payload: vec![0x5a; LARGE],
+        output: Vec::new(),
     };
     init.login(
         0,
@@ -278,10 +285,7 @@ fn steady_state_io_allocates_nothing() {
         h[24..28].copy_from_slice(&init.cmd_sn.to_be_bytes());
         init.cmd_sn += 1;
         init.send(h, 0);
-        let status = init.conn.output()[3];
-        let n = init.conn.output().len();
-        init.conn.consume_output(n);
-        if status == 0 {
+        if init.take_output()[3] == 0 {
             break;
         }
     }

@@ -1,7 +1,7 @@
 //! One reactor: a poll loop over its connections' sockets, its inbox and,
 //! on reactor 0, the portals' listening sockets.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpListener as StdTcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -19,6 +19,9 @@ const STOP_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 /// large Data-Out, per call. It is per connection (the connection's own
 /// receive buffer), so it stays modest.
 const READ_SPACE: usize = 64 * 1024;
+/// Slices per `writev`: headers and payloads of about 60 PDUs, so a full
+/// command window's responses take a call or two (IOV_MAX is 1024).
+const WRITE_SLICES: usize = 128;
 
 const WAKER: Token = Token(usize::MAX);
 /// Listener tokens count down from just below the waker's.
@@ -284,12 +287,12 @@ impl Reactor {
                 break;
             }
         }
-        let finished = peer.connection.is_closed() && peer.connection.output().is_empty();
+        let finished = peer.connection.is_closed() && peer.connection.output_len() == 0;
         if !open || finished {
             self.close(slot);
             return;
         }
-        let want_write = !peer.connection.output().is_empty();
+        let want_write = peer.connection.output_len() > 0;
         if want_write != peer.writable {
             peer.writable = want_write;
             let interest = if want_write {
@@ -325,7 +328,7 @@ impl Reactor {
         for slot in 0..self.connections.len() {
             if let Some(peer) = self.connections[slot].as_mut() {
                 let _ = peer.stream.set_nodelay(true);
-                while !peer.connection.output().is_empty() && Instant::now() < deadline {
+                while peer.connection.output_len() > 0 && Instant::now() < deadline {
                     match flush(peer) {
                         Ok(true) => {}
                         Ok(false) => std::thread::sleep(Duration::from_millis(5)),
@@ -338,12 +341,14 @@ impl Reactor {
     }
 }
 
-/// Writes as much pending output as the socket takes. Ok(true) if anything
-/// was written.
+/// Writes as much pending output as the socket takes, gathered into one
+/// `writev` per call. Ok(true) if anything was written.
 fn flush(peer: &mut Peer) -> io::Result<bool> {
     let mut wrote = false;
-    while !peer.connection.output().is_empty() {
-        match peer.stream.write(peer.connection.output()) {
+    while peer.connection.output_len() > 0 {
+        let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+        let n = peer.connection.output_slices(&mut slices);
+        match peer.stream.write_vectored(&slices[..n]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 peer.connection.consume_output(n);

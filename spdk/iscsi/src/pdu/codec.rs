@@ -138,19 +138,32 @@ pub fn decode_frame(
 
 /// Appends `pdu` with its data segment to `out`.
 pub fn encode(pdu: &TargetPdu, data: &[u8], digests: Digests, out: &mut Vec<u8>) {
-    let header = pdu.header(data.len()).to_bytes();
+    encode_header(pdu, data.len(), digests, out);
+    out.extend_from_slice(data);
+    encode_trailer(data, digests, out);
+}
+
+/// Appends the header of `pdu` (and its digest) for a data segment of
+/// `data_len` bytes that is sent separately.
+pub fn encode_header(pdu: &TargetPdu, data_len: usize, digests: Digests, out: &mut Vec<u8>) {
+    let header = pdu.header(data_len).to_bytes();
     out.extend_from_slice(&header);
     if digests.header {
         out.extend_from_slice(&digest::to_wire(digest::crc32c(&header)));
     }
-    if !data.is_empty() {
-        let start = out.len();
-        out.extend_from_slice(data);
-        out.resize(start + pad4(data.len()), 0);
-        if digests.data {
-            let crc = digest::crc32c(&out[start..]);
-            out.extend_from_slice(&digest::to_wire(crc));
-        }
+}
+
+/// Appends what follows a data segment on the wire: its padding and, when
+/// negotiated, the digest over data and padding. Nothing for no data.
+pub fn encode_trailer(data: &[u8], digests: Digests, out: &mut Vec<u8>) {
+    if data.is_empty() {
+        return;
+    }
+    let padding = &[0u8; 3][..pad4(data.len()) - data.len()];
+    out.extend_from_slice(padding);
+    if digests.data {
+        let crc = digest::crc32c_append(digest::crc32c(data), padding);
+        out.extend_from_slice(&digest::to_wire(crc));
     }
 }
 

@@ -9,5 +9,7 @@ pub use bhs::{
     ScsiCommand, Stage, TargetPdu, TaskManagementRequest, TextRequest, TmfFunction, Ttt, BHS_LEN,
     RESERVED_TAG,
 };
-pub use codec::{decode_frame, encode, Frame, FrameError, FrameLimits};
+pub use codec::{
+    decode_frame, encode, encode_header, encode_trailer, Frame, FrameError, FrameLimits,
+};
 pub use digest::Digests;
