@@ -51,6 +51,9 @@ enum Command {
     /// Copy-on-write snapshots of a volume.
     #[command(subcommand)]
     Snapshot(cli::SnapshotCommand),
+    /// The cluster node agent of a host that shares the appliance's LUNs.
+    #[command(subcommand)]
+    Node(cli::NodeCommand),
     /// Print a commented example config file.
     ExampleConfig,
 }
@@ -76,18 +79,20 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     match args.command {
         Command::Serve => {
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("RESERVOIR_LOG")
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
+            init_logging();
             daemon::serve(&config()?)
         }
         Command::ExampleConfig => {
             print!("{}", reservoir_target_config::example_toml());
             Ok(())
+        }
+        // The agent runs on a cluster host and talks to its own control
+        // socket, not to the appliance's daemon.
+        Command::Node(command) => {
+            if matches!(command, cli::NodeCommand::Run { .. }) {
+                init_logging();
+            }
+            cli::node(command, cli::Output { json: args.json })
         }
         command => {
             let socket = match args.socket {
@@ -102,8 +107,21 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Command::Session(c) => cli::session(&mut client, c, output),
                 Command::Reservation(c) => cli::reservation(&mut client, c, output),
                 Command::Snapshot(c) => cli::snapshot(&mut client, c, output),
-                Command::Serve | Command::ExampleConfig => unreachable!("handled above"),
+                Command::Serve | Command::ExampleConfig | Command::Node(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
+}
+
+/// Logs to stderr; `RESERVOIR_LOG` takes tracing's filter syntax (default `info`).
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RESERVOIR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
 }

@@ -8,8 +8,10 @@ use serde_json::{json, Value};
 use crate::rpc::Client;
 use crate::table;
 
+mod node;
 mod snapshot;
 
+pub use node::{node, NodeCommand};
 pub use snapshot::{snapshot, SnapshotCommand};
 
 #[derive(Debug, Clone, Copy)]
