@@ -108,7 +108,8 @@ pub fn serve(config: &Config) -> Result<()> {
         &socket,
         Arc::new(
             Api::new(volumes.clone(), sessions, targets.clone())
-                .with_reservations(Arc::new(reservations)),
+                .with_reservations(Arc::new(reservations))
+                .with_backups(data_dir),
         ),
     )?;
     let reactors = match ReactorPool::start(config.server.reactors.as_deref(), &portals, context) {

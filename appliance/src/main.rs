@@ -1,6 +1,7 @@
 //! `reservoir`: the storage appliance daemon (`serve`) and its command-line
 //! client, which talks to the daemon over its JSON-RPC control socket.
 
+mod backup;
 mod cli;
 mod daemon;
 mod reservations;
@@ -54,6 +55,11 @@ enum Command {
     /// The cluster node agent of a host that shares the appliance's LUNs.
     #[command(subcommand)]
     Node(cli::NodeCommand),
+    /// Incremental backups to a backup server: run, restore, list, verify, prune.
+    #[command(subcommand)]
+    Backup(cli::BackupCommand),
+    /// Run a backup server: store appliances' backups in a repository directory.
+    BackupServer(cli::BackupServerArgs),
     /// Print a commented example config file.
     ExampleConfig,
 }
@@ -94,20 +100,29 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             cli::node(command, cli::Output { json: args.json })
         }
+        Command::BackupServer(a) => cli::backup_server(a),
         command => {
-            let socket = match args.socket {
-                Some(socket) => socket,
+            let socket = match &args.socket {
+                Some(socket) => socket.clone(),
                 None => config()?.server.rpc_socket_path(),
             };
-            let mut client = rpc::Client::connect(&socket)?;
             let output = cli::Output { json: args.json };
+            // list, verify, prune and restores into a file need no daemon.
+            if let Command::Backup(c) = command {
+                return cli::backup(c, output, || rpc::Client::connect(&socket));
+            }
+            let mut client = rpc::Client::connect(&socket)?;
             match command {
                 Command::Volume(c) => cli::volume(&mut client, c, output),
                 Command::Target(c) => cli::target(&mut client, c, output),
                 Command::Session(c) => cli::session(&mut client, c, output),
                 Command::Reservation(c) => cli::reservation(&mut client, c, output),
                 Command::Snapshot(c) => cli::snapshot(&mut client, c, output),
-                Command::Serve | Command::ExampleConfig | Command::Node(_) => {
+                Command::Serve
+                | Command::ExampleConfig
+                | Command::Node(_)
+                | Command::Backup(_)
+                | Command::BackupServer(_) => {
                     unreachable!("handled above")
                 }
             }

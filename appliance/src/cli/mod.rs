@@ -8,9 +8,11 @@ use serde_json::{json, Value};
 use crate::rpc::Client;
 use crate::table;
 
+mod backup;
 mod node;
 mod snapshot;
 
+pub use backup::{backup, backup_server, BackupCommand, BackupServerArgs};
 pub use node::{node, NodeCommand};
 pub use snapshot::{snapshot, SnapshotCommand};
 

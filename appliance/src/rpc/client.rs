@@ -33,6 +33,17 @@ impl Client {
     }
 
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+        self.call_with_progress(method, params, &mut |_| {})
+    }
+
+    /// [`Client::call`] for a long method: `progress` gets the params of
+    /// each `progress` notification the daemon sends before its response.
+    pub fn call_with_progress(
+        &mut self,
+        method: &str,
+        params: Value,
+        progress: &mut dyn FnMut(&Value),
+    ) -> Result<Value> {
         let id = self.next_id;
         self.next_id += 1;
         let request = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": id});
@@ -41,16 +52,27 @@ impl Client {
         self.writer
             .write_all(&line)
             .context("the daemon closed the control socket")?;
-        let mut reply = String::new();
-        if self.reader.read_line(&mut reply)? == 0 {
-            bail!("the daemon closed the control socket without answering");
-        }
-        let response: Response =
-            serde_json::from_str(&reply).context("the daemon sent an unreadable reply")?;
-        match (response.result, response.error) {
-            (_, Some(error)) => Err(anyhow!(error.message)),
-            (Some(result), None) => Ok(result),
-            (None, None) => bail!("the daemon's reply has neither result nor error"),
+        loop {
+            let mut reply = String::new();
+            if self.reader.read_line(&mut reply)? == 0 {
+                bail!("the daemon closed the control socket without answering");
+            }
+            let value: Value =
+                serde_json::from_str(&reply).context("the daemon sent an unreadable reply")?;
+            // A notification has a method and no id (JSON-RPC 2.0 §4.1).
+            if value.get("id").is_none() {
+                if value["method"] == "progress" {
+                    progress(&value["params"]);
+                }
+                continue;
+            }
+            let response: Response =
+                serde_json::from_value(value).context("the daemon sent an unreadable reply")?;
+            return match (response.result, response.error) {
+                (_, Some(error)) => Err(anyhow!(error.message)),
+                (Some(result), None) => Ok(result),
+                (None, None) => bail!("the daemon's reply has neither result nor error"),
+            };
         }
     }
 }

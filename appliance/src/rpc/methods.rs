@@ -9,7 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::backups::Notify;
 use super::protocol::{self, RpcError};
+use crate::backup::Backups;
 use crate::reservations::Reservations;
 use crate::targets::TargetRegistry;
 use crate::volumes::{Volume, VolumeSpec, Volumes};
@@ -20,6 +22,8 @@ pub struct Api {
     sessions: Arc<Sessions>,
     targets: Arc<TargetRegistry>,
     reservations: Arc<Reservations>,
+    /// `None` until [`Api::with_backups`] names the data directory.
+    backups: Option<Backups>,
 }
 
 #[derive(Deserialize)]
@@ -65,7 +69,19 @@ impl Api {
             sessions,
             targets,
             reservations: Arc::default(),
+            backups: None,
         }
+    }
+
+    /// Enables the `backup_*` methods; their records live under `data_dir`.
+    pub fn with_backups(mut self, data_dir: &std::path::Path) -> Self {
+        self.backups = Some(Backups::new(
+            data_dir,
+            self.volumes.clone(),
+            self.sessions.clone(),
+            self.targets.clone(),
+        ));
+        self
     }
 
     /// The LUNs' reservation tables, for `reservation_show` and `reservation_clear`.
@@ -74,7 +90,16 @@ impl Api {
         self
     }
 
-    pub fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+    /// Answers one request. A long method may send notifications (its
+    /// progress) through `notify` before it returns.
+    pub fn call(&self, method: &str, params: Value, notify: Notify<'_>) -> Result<Value, RpcError> {
+        if let Some(backups) = self
+            .backups
+            .as_ref()
+            .filter(|_| method.starts_with("backup_"))
+        {
+            return super::backups::call(backups, method, params, notify);
+        }
         match method {
             "volume_list" => {
                 no_params(&params)?;

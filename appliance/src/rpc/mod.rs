@@ -2,6 +2,7 @@
 //! value per line in each direction. The method table lives in
 //! [`methods`]; this module only frames and dispatches.
 
+mod backups;
 mod client;
 mod methods;
 mod protocol;

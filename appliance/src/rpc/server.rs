@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use super::backups::Notify;
 use super::methods::Api;
 use super::protocol::{self, RawRequest, Response, RpcError};
 
@@ -103,7 +104,17 @@ fn serve_client(stream: UnixStream, api: &Api) {
         } else if line.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            handle_line(&line, api)
+            // Progress of a long method goes out as notifications, each on
+            // its own line, before the response; a client that went away
+            // does not stop the operation.
+            let mut notify = |method: &str, params: Value| {
+                let note = json!({"jsonrpc": "2.0", "method": method, "params": params});
+                let _ = writer
+                    .write_all(note.to_string().as_bytes())
+                    .and_then(|()| writer.write_all(b"\n"))
+                    .and_then(|()| writer.flush());
+            };
+            handle_line(&line, api, &mut notify)
         };
         if let Some(reply) = reply {
             if writer
@@ -122,8 +133,9 @@ fn serve_client(stream: UnixStream, api: &Api) {
 }
 
 /// Answers one line: a request, a batch, or garbage. `None` when nothing is
-/// owed (notifications only).
-pub(super) fn handle_line(line: &[u8], api: &Api) -> Option<String> {
+/// owed (notifications only). A single request may send notifications
+/// through `notify` first; requests in a batch send none.
+pub(super) fn handle_line(line: &[u8], api: &Api, notify: Notify<'_>) -> Option<String> {
     let value: Value = match serde_json::from_slice(line) {
         Ok(value) => value,
         Err(e) => {
@@ -143,17 +155,17 @@ pub(super) fn handle_line(line: &[u8], api: &Api) -> Option<String> {
         Value::Array(batch) => {
             let replies: Vec<Value> = batch
                 .into_iter()
-                .filter_map(|request| handle_request(request, api))
+                .filter_map(|request| handle_request(request, api, &mut |_, _| {}))
                 .map(|r| serde_json::to_value(r).expect("responses serialize"))
                 .collect();
             (!replies.is_empty()).then(|| Value::Array(replies).to_string())
         }
-        request => handle_request(request, api)
+        request => handle_request(request, api, notify)
             .map(|r| serde_json::to_string(&r).expect("responses serialize")),
     }
 }
 
-fn handle_request(request: Value, api: &Api) -> Option<Response> {
+fn handle_request(request: Value, api: &Api, notify: Notify<'_>) -> Option<Response> {
     let raw: RawRequest = match serde_json::from_value(request) {
         Ok(raw) => raw,
         Err(_) => {
@@ -167,7 +179,7 @@ fn handle_request(request: Value, api: &Api) -> Option<Response> {
         }
     };
     let outcome = validate(&raw)
-        .and_then(|method| api.call(method, raw.params.clone().unwrap_or(Value::Null)));
+        .and_then(|method| api.call(method, raw.params.clone().unwrap_or(Value::Null), notify));
     let id = raw.id;
     // A request without an id is a notification: it gets no reply.
     id.map(|id| Response::new(id, outcome))
@@ -215,7 +227,8 @@ mod tests {
     }
 
     fn reply(api: &Api, line: &str) -> Value {
-        serde_json::from_str(&handle_line(line.as_bytes(), api).expect("a reply")).unwrap()
+        serde_json::from_str(&handle_line(line.as_bytes(), api, &mut |_, _| {}).expect("a reply"))
+            .unwrap()
     }
 
     #[test]
@@ -270,7 +283,12 @@ mod tests {
     fn notifications_get_no_reply_and_batches_answer_each() {
         let dir = tempfile::tempdir().unwrap();
         let api = api(dir.path());
-        assert!(handle_line(br#"{"jsonrpc":"2.0","method":"volume_list"}"#, &api).is_none());
+        assert!(handle_line(
+            br#"{"jsonrpc":"2.0","method":"volume_list"}"#,
+            &api,
+            &mut |_, _| {}
+        )
+        .is_none());
         let value = reply(
             &api,
             r#"[{"jsonrpc":"2.0","method":"volume_list","id":"a"},{"jsonrpc":"2.0","method":"x","id":2},{"jsonrpc":"2.0","method":"volume_list"}]"#,
