@@ -200,7 +200,10 @@ impl Backups {
             }
             other => other,
         }
-        .with_context(|| format!("backup of volume {volume} to {to}"))?;
+        .map_err(|e| {
+            self.abandon(volume, &mut state, e.kind());
+            anyhow::Error::new(e).context(format!("backup of volume {volume} to {to}"))
+        })?;
         let previous = state.last_snapshot.take();
         self.save(
             volume,
@@ -228,6 +231,27 @@ impl Backups {
             kept_snapshot,
             wire_bytes_this_run,
         })
+    }
+
+    /// After a failed run: keeps the pending snapshot when a retry can
+    /// resume the stream (the server or the connection failed); otherwise
+    /// (refused token, refused stream) a retry is a new backup, so the
+    /// snapshot goes, and the next run takes a fresh one.
+    fn abandon(&self, volume: &str, state: &mut BackupState, kind: BackupErrorKind) {
+        use BackupErrorKind::{Busy, Disconnected, Io};
+        let (Some(pending), Some(vol)) = (&state.pending, self.volumes.get(volume)) else {
+            return;
+        };
+        if matches!(kind, Disconnected | Busy | Io)
+            || self.targets.export_of(volume, &pending.snapshot).is_some()
+        {
+            return;
+        }
+        let snapshot = pending.snapshot.clone();
+        state.pending = None;
+        if self.save(volume, state).is_ok() {
+            let _ = vol.snapshots.delete(&snapshot);
+        }
     }
 
     /// `backup restore --to VOLUME`: rewrites the volume with backup `id`
