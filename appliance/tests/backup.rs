@@ -196,7 +196,17 @@ fn full_and_incremental_backups_restore_each_point_and_verify_finds_damage() {
         &token,
         "--json",
     ];
-    let first = json("backup run (full)", daemon.cli(&run));
+    let output = daemon.cli(&run);
+    // Progress arrives as notifications before the response; off a
+    // terminal the CLI prints it as plain lines, the last one finished.
+    let progress = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        progress
+            .lines()
+            .any(|l| l.starts_with("100%") && l.contains("done in")),
+        "{progress}"
+    );
+    let first = json("backup run (full)", output);
     assert_eq!(first["backup"]["parent"], Value::Null, "{first}");
     let point1 = model.clone();
 

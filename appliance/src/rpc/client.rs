@@ -76,3 +76,44 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_notifications_come_before_the_response() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut client = Client {
+            reader: BufReader::new(ours.try_clone().unwrap()),
+            writer: ours,
+            next_id: 1,
+        };
+        let daemon = std::thread::spawn(move || {
+            let mut request = String::new();
+            BufReader::new(theirs.try_clone().unwrap())
+                .read_line(&mut request)
+                .unwrap();
+            let mut out = theirs;
+            for done in [1, 2] {
+                writeln!(
+                    out,
+                    r#"{{"jsonrpc":"2.0","method":"progress","params":{{"done_bytes":{done}}}}}"#
+                )
+                .unwrap();
+            }
+            writeln!(out, r#"{{"jsonrpc":"2.0","result":"ok","id":1}}"#).unwrap();
+            request
+        });
+        let mut seen = Vec::new();
+        let result = client
+            .call_with_progress("backup_run", json!({}), &mut |p| {
+                seen.push(p["done_bytes"].as_u64().unwrap())
+            })
+            .unwrap();
+        assert_eq!(result, "ok");
+        assert_eq!(seen, [1, 2]);
+        let request: Value = serde_json::from_str(&daemon.join().unwrap()).unwrap();
+        assert_eq!(request["method"], "backup_run");
+    }
+}
