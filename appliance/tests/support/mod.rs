@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod cluster;
+
 /// How long the daemon may take to accept TCP connections after spawn.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the daemon may take to exit after SIGTERM before it is killed.
@@ -107,6 +109,8 @@ pub struct Target {
 pub struct Config {
     pub volumes: Vec<Volume>,
     pub targets: Vec<Target>,
+    /// Addresses the daemon also listens on, at the same port as loopback.
+    pub listen_also: Vec<std::net::IpAddr>,
 }
 
 impl Config {
@@ -133,6 +137,12 @@ impl Config {
             read_only: false,
             chap: None,
         });
+        self
+    }
+
+    /// Also listen on `address` (same port), e.g. the root end of a veth.
+    pub fn listen_also(mut self, address: std::net::IpAddr) -> Self {
+        self.listen_also.push(address);
         self
     }
 
@@ -163,6 +173,9 @@ impl Config {
         let data_dir = root.join("data");
         writeln!(toml, "[server]\ndata_dir = {}\n", quoted(&data_dir)).unwrap();
         writeln!(toml, "[[portal]]\nlisten = \"127.0.0.1:{port}\"\n").unwrap();
+        for address in &self.listen_also {
+            writeln!(toml, "[[portal]]\nlisten = \"{address}:{port}\"\n").unwrap();
+        }
         for volume in &self.volumes {
             writeln!(toml, "[[volume]]\nname = {}", quoted(&volume.name)).unwrap();
             match &volume.backend {
