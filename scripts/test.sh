@@ -34,7 +34,8 @@ step() {   # step NAME COMMAND... : run, time, remember failure
 section "system packages"
 # libiscsi-bin: iscsi-test-cu, iscsi-inq, iscsi-ls, iscsi-readcapacity16.
 # libiscsi-dev: libiscsi.so for the tests' own initiator. gcc, libc6-dev: rustc's linker.
-packages=(libiscsi-bin libiscsi-dev gcc libc6-dev)
+# iproute2: `ip netns` for the cluster partition test.
+packages=(libiscsi-bin libiscsi-dev gcc libc6-dev iproute2)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
