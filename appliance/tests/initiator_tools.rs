@@ -16,7 +16,8 @@ const VOLUME_MIB: u64 = 64;
 
 fn tool(name: &str) -> Command {
     let mut command = Command::new(support::require_tool(name));
-    command.arg(format!("--initiator-name={INITIATOR_1}"));
+    // `-i NAME`: iscsi-ls ignores the `--initiator-name=NAME` form.
+    command.args(["-i", INITIATOR_1]);
     command
 }
 
@@ -162,4 +163,70 @@ fn chap_protected_target_admits_only_the_right_secret() {
         stdout(&output)
     );
     assert!(!stdout(&output).contains("Lun:"), "{}", stdout(&output));
+}
+
+#[test]
+fn mutual_chap_authenticates_the_target_too() {
+    const TARGET_USER: &str = "appliance";
+    const TARGET_SECRET: &str = "another-secret";
+    let config = Config::single_malloc("vol0", VOLUME_MIB, IQN)
+        .chap(CHAP_USER, CHAP_SECRET)
+        .mutual_chap(TARGET_USER, TARGET_SECRET);
+    let daemon = Daemon::start(&config);
+    let url = |target_secret: &str| {
+        format!(
+            "{}?target_user={TARGET_USER}&target_password={target_secret}",
+            daemon.chap_url(CHAP_USER, CHAP_SECRET, IQN, 0)
+        )
+    };
+    let out = succeeded(
+        "iscsi-inq with mutual CHAP",
+        support::run(tool("iscsi-inq").arg(url(TARGET_SECRET))),
+    );
+    assert_eq!(field(&out, "Vendor"), "RESERVOR", "{out}");
+    // The initiator expects another target secret: it must not trust us.
+    let output = support::run(tool("iscsi-inq").arg(url("not-the-target-secret")));
+    assert!(
+        !output.status.success(),
+        "accepted a target that proved the wrong secret"
+    );
+}
+
+#[test]
+fn allowed_initiators_limit_login_and_discovery() {
+    let other = support::INITIATOR_2;
+    let config = Config::single_malloc("vol0", VOLUME_MIB, IQN)
+        .allowed_initiators(&[INITIATOR_1])
+        .volume("vol1", support::Backend::Malloc, VOLUME_MIB)
+        .target(IQN_2, &["vol1"]);
+    let daemon = Daemon::start(&config);
+    let as_initiator = |name: &str, tool_name: &str| {
+        let mut command = Command::new(support::require_tool(tool_name));
+        command.args(["-i", name]);
+        command
+    };
+
+    // Login: the listed initiator gets in, another is refused.
+    succeeded(
+        "iscsi-inq as the allowed initiator",
+        support::run(as_initiator(INITIATOR_1, "iscsi-inq").arg(daemon.url(IQN, 0))),
+    );
+    let refused = support::run(as_initiator(other, "iscsi-inq").arg(daemon.url(IQN, 0)));
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+
+    // Discovery: each initiator sees only the targets it may use.
+    let listed = |name: &str| {
+        succeeded(
+            "iscsi-ls",
+            support::run(as_initiator(name, "iscsi-ls").arg(daemon.portal_url())),
+        )
+    };
+    let mine = listed(INITIATOR_1);
+    assert!(
+        mine.contains(&format!("Target:{IQN} ")) && mine.contains(IQN_2),
+        "{mine}"
+    );
+    let theirs = listed(other);
+    assert!(!theirs.contains(&format!("Target:{IQN} ")), "{theirs}");
+    assert!(theirs.contains(IQN_2), "{theirs}");
 }

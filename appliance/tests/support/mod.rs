@@ -101,6 +101,8 @@ pub struct Target {
     pub luns: Vec<String>,
     pub read_only: bool,
     pub chap: Option<Chap>,
+    pub mutual_chap: Option<Chap>,
+    pub allowed_initiators: Option<Vec<String>>,
 }
 
 /// The part of `reservoir serve`'s configuration a test chooses; the data
@@ -136,6 +138,8 @@ impl Config {
             luns: luns.iter().map(|l| (*l).to_owned()).collect(),
             read_only: false,
             chap: None,
+            mutual_chap: None,
+            allowed_initiators: None,
         });
         self
     }
@@ -158,6 +162,24 @@ impl Config {
             user: user.to_owned(),
             secret: secret.to_owned(),
         });
+        self
+    }
+
+    /// The most recently added target also authenticates itself to the
+    /// initiator (mutual CHAP).
+    pub fn mutual_chap(mut self, user: &str, secret: &str) -> Self {
+        self.last_target().mutual_chap = Some(Chap {
+            user: user.to_owned(),
+            secret: secret.to_owned(),
+        });
+        self
+    }
+
+    /// Only these initiators may log in to (or discover) the most recently
+    /// added target.
+    pub fn allowed_initiators(mut self, names: &[&str]) -> Self {
+        self.last_target().allowed_initiators =
+            Some(names.iter().map(|n| (*n).to_owned()).collect());
         self
     }
 
@@ -204,6 +226,19 @@ impl Config {
                     quoted(&chap.secret)
                 )
                 .unwrap();
+            }
+            if let Some(chap) = &target.mutual_chap {
+                writeln!(
+                    toml,
+                    "mutual_chap = {{ user = {}, secret = {} }}",
+                    quoted(&chap.user),
+                    quoted(&chap.secret)
+                )
+                .unwrap();
+            }
+            if let Some(names) = &target.allowed_initiators {
+                let names: Vec<String> = names.iter().map(quoted).collect();
+                writeln!(toml, "allowed_initiators = [{}]", names.join(", ")).unwrap();
             }
             toml.push('\n');
         }
