@@ -8,10 +8,12 @@
 //! form, task management, `struct scsi_task`, and the generic path for any
 //! other CDB (`scsi_create_task` + `iscsi_scsi_command_async`, whose
 //! `struct iscsi_data` names a data-out buffer). It is committed so that
-//! building needs neither bindgen nor libclang. To refresh or widen it, edit
-//! the allowlist in `regenerate.sh` and run it (needs the `bindgen` CLI and
-//! `libclang-dev`); bindgen's layout tests come along and run under
-//! `cargo test -p libiscsi-sys`.
+//! building needs neither bindgen nor libclang. To widen it, edit
+//! `allowlist.txt`; `cargo build -p libiscsi-sys --features bindgen`
+//! regenerates the bindings from the installed headers (needs
+//! `libclang-dev`) into `$OUT_DIR/bindings.rs` and builds with them; copy
+//! that file over `src/bindings.rs` to commit it. bindgen's layout tests
+//! come along and run under `cargo test -p libiscsi-sys`.
 //!
 //! # Fixed ISIDs
 //!
@@ -50,16 +52,24 @@
 
 #![no_std]
 
+/// Generated code: bindgen's names, its bitfield helpers (unsafe functions
+/// whose bodies are not wrapped in `unsafe` blocks) and its layout tests.
 #[allow(
     non_camel_case_types,
     non_upper_case_globals,
     non_snake_case,
     dead_code,
     missing_debug_implementations,
+    unsafe_op_in_unsafe_fn,
     clippy::all,
     clippy::undocumented_unsafe_blocks
 )]
-mod bindings;
+mod bindings {
+    #[cfg(not(feature = "bindgen"))]
+    include!("bindings.rs");
+    #[cfg(feature = "bindgen")]
+    include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+}
 
 pub use bindings::*;
 

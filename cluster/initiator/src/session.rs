@@ -336,7 +336,7 @@ impl Session {
         let expected = c_int::try_from(expected).map_err(|_| {
             Error::InvalidArgument(format!("{command}: transfer of {expected} bytes too large"))
         })?;
-        let out_len = data_out.as_ref().map_or(0, Vec::len) as sys::size_t;
+        let out_len = data_out.as_ref().map_or(0, Vec::len);
         let lun = self.lun;
         self.execute(command, data_out, |ctx, cb, pd, out| {
             // SAFETY: live context; `cdb_buf` outlives the call and is only
