@@ -125,6 +125,9 @@ impl Connection {
 
     /// Feeds bytes read from the socket, split anywhere.
     pub fn receive(&mut self, bytes: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
         self.receive_buffer(bytes.len())[..bytes.len()].copy_from_slice(bytes);
         self.received(bytes.len());
     }

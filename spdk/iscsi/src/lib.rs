@@ -1,14 +1,17 @@
 //! iSCSI target protocol (RFC 7143), sans I/O.
 //!
 //! The reactor owns the socket and drives one [`Connection`] per TCP
-//! connection: it feeds received bytes to [`Connection::receive`], writes
-//! [`Connection::output`], and calls [`Connection::tick`] for timers.
+//! connection: it reads into [`Connection::receive_buffer`] (or feeds bytes
+//! to [`Connection::receive`]), writes [`Connection::output_slices`] with one
+//! vectored write, and calls [`Connection::tick`] for timers.
 //! Targets and live sessions are shared registries ([`Targets`],
 //! [`Sessions`]) reached through a [`PortalContext`].
 //!
 //! Layout: `pdu/` frames and decodes PDUs, `login/` negotiates, `session.rs`
 //! runs the full feature phase with `task.rs` (per-command data) and
-//! `tmf.rs` (task management), `discovery.rs` answers SendTargets.
+//! `tmf.rs` (task management), `discovery.rs` answers SendTargets, `tx.rs`
+//! queues output and `buffers.rs` recycles payload buffers, so that the
+//! I/O path allocates nothing in steady state (`tests/no_alloc.rs`).
 
 mod buffers;
 mod connection;

@@ -595,9 +595,9 @@ impl Session {
     }
 }
 
-/// Room for what a command reads: the transfer its CDB describes, within
-/// what the initiator expects. Commands that return parameter data build
-/// their own buffer and need none.
+/// Room for what a command returns: the transfer its CDB describes, within
+/// what the initiator expects. READ fills it in place; commands that build
+/// parameter data replace it with their own (they are not on the I/O path).
 fn data_in_capacity(task: &Task) -> usize {
     match task.transfer.direction {
         DataDirection::In => task.transfer.bytes.min(u64::from(task.expected_len)) as usize,
