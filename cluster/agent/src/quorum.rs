@@ -251,15 +251,19 @@ impl Quorum {
         &self.record
     }
 
-    /// Replicas this node owns and has brought up to date.
+    /// Replicas this node owns and has brought up to date: holding the
+    /// current record (or the proposal after it). One left at an older
+    /// epoch (its write was in flight when the next change began) does not
+    /// count until it is rewritten.
     pub fn synced(&self) -> Vec<usize> {
         (0..self.replicas.len())
             .filter(|&i| {
                 self.replicas[i].own.is_owner()
-                    && matches!(
-                        self.replicas[i].sync,
-                        Sync::Synced(_) | Sync::Writing { counted: true, .. }
-                    )
+                    && match self.replicas[i].sync {
+                        Sync::Synced(epoch) => epoch >= self.record.epoch,
+                        Sync::Writing { counted, .. } => counted,
+                        _ => false,
+                    }
             })
             .collect()
     }
@@ -470,8 +474,8 @@ impl Quorum {
     /// Owned replicas: read each once owned. Becoming the quorum owner
     /// (a majority read): the newest record among them is the latest
     /// committed one; the new owner writes it forward under a new term to
-    /// every owned replica. Already the owner: a replica gathered later is
-    /// overwritten with the current record.
+    /// every owned replica. Already the owner: a replica gathered later, or
+    /// left at an older epoch, is overwritten with the current record.
     fn reconcile(&mut self) {
         for r in &mut self.replicas {
             if r.own.is_owner() && r.sync == Sync::Unknown {
@@ -486,7 +490,13 @@ impl Quorum {
             let block = self.record.encode(self.block_size);
             let epoch = self.record.epoch;
             for r in &mut self.replicas {
-                if matches!(r.sync, Sync::Read(_)) {
+                // Read after the takeover, or left behind at an older epoch.
+                let behind = match r.sync {
+                    Sync::Read(_) => true,
+                    Sync::Synced(e) => e < epoch,
+                    _ => false,
+                };
+                if behind {
                     r.sync = Sync::Writing {
                         epoch,
                         counted: false,

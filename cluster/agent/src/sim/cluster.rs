@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use super::{nexus, Rng, SimLun};
 use crate::core::{CoreConfig, CoreEffect, CoreInput, Lun, NodeCore};
-use crate::disk::DiskOp;
+use crate::disk::{DiskFault, DiskOp};
 use crate::keys::{ClusterSignature, Generation, NodeId};
 use crate::membership::{max_delay_ms, suspect_ms};
 use crate::ownership::challenge_wait;
@@ -55,6 +55,8 @@ struct World {
     rng: Rng,
     nodes: Vec<SimNode>,
     replicas: Vec<SimLun>,
+    /// Replicas whose appliance is down: every command is Unavailable.
+    down: Vec<bool>,
     volumes: Vec<SimLun>,
     /// (deliver at, from, to, message)
     network: Vec<(Millis, usize, usize, Msg)>,
@@ -106,6 +108,7 @@ impl World {
                 })
                 .collect(),
             replicas: (0..replicas).map(|_| SimLun::new()).collect(),
+            down: vec![false; replicas],
             volumes: vec![SimLun::new()],
             network: Vec::new(),
             committed: BTreeMap::new(),
@@ -273,6 +276,7 @@ impl World {
                 let (_, op) = self.nodes[i].inflight.remove(&lun).unwrap();
                 let id = self.nodes[i].id;
                 let result = match lun {
+                    Lun::Replica(r) if self.down[r] => Err(DiskFault::Unavailable),
                     Lun::Replica(r) => self.replicas[r].execute(id, &op),
                     Lun::Volume(v) => self.volumes[v].execute(id, &op),
                 };
@@ -609,4 +613,31 @@ fn a_cut_between_two_nodes_leaves_one_quorate_partition() {
         assert!(!world.nodes[other].core.volume_active(), "{}", world.dump());
         assert_eq!(world.volume_owner(), Some(q), "{}", world.dump());
     }
+}
+
+/// A replica's appliance goes down (every command Unavailable) and the
+/// membership changes meanwhile: the quorum owner commits on the other
+/// two and stays quorate; back up, the replica gets the new record.
+#[test]
+fn a_replica_down_misses_a_change_and_is_brought_up_to_date() {
+    let mut world = World::new(30, 3);
+    world.run(SETTLE);
+    let q = world.quorum_owner().unwrap();
+    world.down[2] = true;
+    let leaver = world.nodes.iter().find(|n| n.id != q).unwrap().id;
+    let i = world.index(leaver);
+    world.crash(i);
+    world.run(SETTLE);
+    assert_eq!(world.quorum_owner(), Some(q), "{}", world.dump());
+    let record = world.nodes[world.index(q)].core.record().clone();
+    assert!(!record.members.contains_key(&leaver), "{}", world.dump());
+    world.down[2] = false;
+    world.run(SETTLE);
+    let on_replica = world.replicas[2].block(crate::quorum::LBA_RECORD);
+    assert_eq!(
+        on_replica.and_then(|b| ClusterRecord::decode(&b)),
+        Some(record),
+        "{}",
+        world.dump()
+    );
 }

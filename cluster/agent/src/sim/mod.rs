@@ -97,6 +97,11 @@ impl SimLun {
         self.table.reservation().and_then(|r| r.holder)
     }
 
+    /// The block at `lba`, if it was ever written.
+    pub(crate) fn block(&self, lba: u64) -> Option<Vec<u8>> {
+        self.blocks.get(&lba).cloned()
+    }
+
     pub(crate) fn keys(&self) -> Vec<u64> {
         self.table.registrations().iter().map(|r| r.key.0).collect()
     }
