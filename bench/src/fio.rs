@@ -58,6 +58,38 @@ pub fn fill_args(url: &str) -> Vec<String> {
     ]
 }
 
+/// One write at the start of each `stride`-byte chunk of the first
+/// `region` bytes, in order, `iodepth` in flight: every write touches a
+/// different chunk, so right after a snapshot every one of them is a
+/// first write (the snapshot engine copies the chunk), and a second run
+/// over the same chunks finds them all copied. Sequential with a hole
+/// after each write (`rw=write:HOLE`), bounded by `number_ios` so fio
+/// never wraps around to a chunk it already wrote.
+pub fn strided_write_args(
+    name: &str,
+    url: &str,
+    block_size: u32,
+    stride: u64,
+    region: u64,
+    iodepth: u32,
+) -> Vec<String> {
+    let hole = stride.saturating_sub(u64::from(block_size));
+    vec![
+        format!("--name={}", name.replace(' ', "_")),
+        "--ioengine=libiscsi".to_owned(),
+        format!("--filename={}", libiscsi_filename(url)),
+        format!("--rw=write:{hole}"),
+        format!("--bs={block_size}"),
+        format!("--iodepth={iodepth}"),
+        format!("--size={region}"),
+        format!("--number_ios={}", region / stride.max(1)),
+        "--unified_rw_reporting=mixed".to_owned(),
+        "--lat_percentiles=1".to_owned(),
+        "--percentile_list=50:99:99.9".to_owned(),
+        "--output-format=json".to_owned(),
+    ]
+}
+
 /// One fio run, reduced to what the bench reports.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FioResult {
@@ -246,6 +278,33 @@ mod tests {
         );
         assert!(args.iter().any(|a| a == "--numjobs=4"));
         assert!(!args.iter().any(|a| a.starts_with("--rwmixread")));
+    }
+
+    #[test]
+    fn strided_writes_touch_each_chunk_once() {
+        let args = strided_write_args(
+            "first write",
+            "iscsi://h/iqn.x:y/0",
+            4096,
+            65536,
+            1 << 30,
+            32,
+        );
+        for expected in [
+            "--name=first_write",
+            "--rw=write:61440",
+            "--bs=4096",
+            "--iodepth=32",
+            "--size=1073741824",
+            "--number_ios=16384",
+            "--output-format=json",
+        ] {
+            assert!(
+                args.iter().any(|a| a == expected),
+                "{expected} missing from {args:?}"
+            );
+        }
+        assert!(!args.iter().any(|a| a.starts_with("--time_based")));
     }
 
     #[test]

@@ -7,9 +7,15 @@
 //! (interleaved, so drift in a noisy machine hits all targets alike),
 //! repeated, and report medians as Markdown, JSON and PNG charts under
 //! `bench/results/`. Everything started is stopped on exit, error or Ctrl-C.
+//!
+//! `--suite snapshot` and `--suite backup` measure the snapshot engine's
+//! and the backup engine's figures instead (issues 5 and 6), as Markdown
+//! and JSON in the same directory.
 
+mod backup_suite;
 mod chart;
 mod error;
+mod figures;
 mod fio;
 mod iscsi_perf;
 mod loopback;
@@ -19,13 +25,14 @@ mod procfs;
 mod report;
 mod runner;
 mod setup;
+mod snapshot_suite;
 mod stats;
 mod targets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::matrix::TargetKind;
 
@@ -33,6 +40,10 @@ use crate::matrix::TargetKind;
 #[derive(Debug, Parser)]
 #[command(name = "reservoir-bench", version)]
 pub struct Args {
+    /// What to measure: the iSCSI targets side by side, the snapshot
+    /// engine's figures, or the backup engine's.
+    #[arg(long, value_enum, default_value_t = Suite::Targets)]
+    pub suite: Suite,
     /// A minute or two: the goal points only, shorter runs, one repetition.
     #[arg(long)]
     pub quick: bool,
@@ -42,7 +53,8 @@ pub struct Args {
     /// Seconds per fio run [default: 15, or 5 with --quick].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
     pub runtime: Option<u64>,
-    /// Repetitions per point; the report shows medians [default: 3, or 1 with --quick].
+    /// Repetitions per point (per figure for the snapshot and backup
+    /// suites); the report shows medians [default: 3, or 1 with --quick].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     pub reps: Option<u32>,
     /// fio with the libiscsi engine (default: found, or built into bench/.cache).
@@ -57,11 +69,30 @@ pub struct Args {
     /// Directory on local disk (not tmpfs) for the file LUNs' images.
     #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
     pub scratch: PathBuf,
+    /// Backup suite: the RAM volume's size [default: 4096, or 1024 with --quick].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..=65536))]
+    pub volume_mib: Option<u64>,
+}
+
+/// The benchmark suites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// fio and iscsi-perf against reservoir, tgt and istgt.
+    Targets,
+    /// Snapshot creation, changed-block sets, first-write overhead through iSCSI.
+    Snapshot,
+    /// Full and incremental backup, CRC32C, restore.
+    Backup,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match runner::run(&args) {
+    let result = match args.suite {
+        Suite::Targets => runner::run(&args),
+        Suite::Snapshot => snapshot_suite::run(&args),
+        Suite::Backup => backup_suite::run(&args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("\nreservoir-bench: {error:#}");

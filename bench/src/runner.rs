@@ -48,11 +48,7 @@ pub fn run(args: &Args) -> Result<()> {
     } else {
         None
     };
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| setup::bench_dir().join("results"));
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let out_dir = setup::out_dir(args)?;
 
     // Scratch space; dropped (deleted) after the targets, which are declared later.
     let run_dir = tempfile::Builder::new()
@@ -160,14 +156,14 @@ fn count_runs(points: &[Point], targets: &[RunningTarget], reps: u32) -> usize {
     per_rep * reps as usize
 }
 
-fn command_line() -> String {
+pub fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!("reservoir-bench {}", args.join(" "))
         .trim_end()
         .to_owned()
 }
 
-fn fill(fio: &Path, url: &str, run_dir: &Path) -> Result<()> {
+pub fn fill(fio: &Path, url: &str, run_dir: &Path) -> Result<()> {
     let mut command = Command::new(fio);
     command.args(fio::fill_args(url));
     let (status, output) = run_bounded(command, &run_dir.join("fill.out"), FILL_LIMIT)?;
@@ -178,7 +174,7 @@ fn fill(fio: &Path, url: &str, run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn tail(text: &str) -> String {
+pub fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" / ")
 }
@@ -396,7 +392,7 @@ fn minutes(d: Duration) -> String {
     format!("{}m{:02}s", s / 60, s % 60)
 }
 
-fn progress_note(message: &str) {
+pub fn progress_note(message: &str) {
     if std::io::stderr().is_terminal() {
         eprintln!("\r\x1b[Kreservoir-bench: {message}");
     } else {

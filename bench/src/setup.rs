@@ -20,6 +20,16 @@ pub fn workspace_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// `--out`, or bench/results; created if missing.
+pub fn out_dir(args: &crate::Args) -> Result<PathBuf> {
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| bench_dir().join("results"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
 fn has_libiscsi_engine(fio: &Path) -> bool {
     Command::new(fio)
         .arg("--enghelp")
