@@ -49,7 +49,11 @@ fn killing_the_owner_hands_the_volume_to_another_node() {
         .expect("the owner writes");
 
     // SIGKILL: nothing is released; the survivors must take over.
-    agents.iter_mut().find(|a| a.id == owner).unwrap().kill_hard();
+    agents
+        .iter_mut()
+        .find(|a| a.id == owner)
+        .unwrap()
+        .kill_hard();
     let survivors: Vec<&Agent> = agents.iter().filter(|a| a.id != owner).collect();
     // Detection, the challenge wait and one defense round, for the volume;
     // twice that when the victim also owned the quorum, whose replicas
@@ -72,7 +76,11 @@ fn killing_the_owner_hands_the_volume_to_another_node() {
         || {
             let s = survivors[0].status()?;
             let volume = s.volumes.iter().find(|v| v.name == "shared")?;
-            volume.keys.iter().all(|k| k.node != Some(dead)).then_some(())
+            volume
+                .keys
+                .iter()
+                .all(|k| k.node != Some(dead))
+                .then_some(())
         },
     );
 

@@ -59,7 +59,13 @@ fn an_isolated_owner_is_fenced_and_the_majority_carries_on() {
             .all(|a| a.status().is_some_and(|s| s.core.record.members.len() == 3))
             .then_some(owner)
     });
-    let quorum_owner = agents[0].status().unwrap().core.record.owner.map(NodeId::get);
+    let quorum_owner = agents[0]
+        .status()
+        .unwrap()
+        .core
+        .record
+        .owner
+        .map(NodeId::get);
     eprintln!(
         "cluster formed in namespaces after {formed:?}: node {owner} owns the volume, \
          node {quorum_owner:?} the quorum"
@@ -127,7 +133,10 @@ fn an_isolated_owner_is_fenced_and_the_majority_carries_on() {
     // owner's acknowledged blocks untouched by the fenced attempts.
     let mut session = NodeSession::login(&url, &spec, new_owner, SHARED_LUN);
     let bs = session.block_size as usize;
-    assert_eq!(acknowledged.first_mismatch(0, bs, &session.read(0, 32)), None);
+    assert_eq!(
+        acknowledged.first_mismatch(0, bs, &session.read(0, 32)),
+        None
+    );
     let after = Pattern::new(0xc0ffee);
     session
         .write(after, 32, 16)

@@ -90,11 +90,7 @@ fn a_restarted_replica_is_reconciled_while_the_cluster_stays_quorate() {
             .filter_map(|a| a.status())
             .any(|s| s.core.quorate);
         assert!(quorate, "no node was quorate {what}");
-        assert_eq!(
-            agreed_owner(&live),
-            Some(owner),
-            "the volume moved {what}"
-        );
+        assert_eq!(agreed_owner(&live), Some(owner), "the volume moved {what}");
     };
     let start = Instant::now();
     let stale = loop {
@@ -146,9 +142,13 @@ fn a_restarted_replica_is_reconciled_while_the_cluster_stays_quorate() {
         restarted.elapsed()
     );
     // Every node's status sees the replica available again.
-    wait_for("the replica to show as available", Duration::from_millis(4 * D), || {
-        live.iter()
-            .all(|a| a.status().is_some_and(|s| !s.replicas[2].unavailable))
-            .then_some(())
-    });
+    wait_for(
+        "the replica to show as available",
+        Duration::from_millis(4 * D),
+        || {
+            live.iter()
+                .all(|a| a.status().is_some_and(|s| !s.replicas[2].unavailable))
+                .then_some(())
+        },
+    );
 }

@@ -441,7 +441,13 @@ impl Network {
             ip(&[
                 "link", "add", &host, "type", "veth", "peer", "name", "up0", "netns", &ns,
             ]);
-            ip(&["addr", "add", &format!("{}/30", net.host_addr(i)), "dev", &host]);
+            ip(&[
+                "addr",
+                "add",
+                &format!("{}/30", net.host_addr(i)),
+                "dev",
+                &host,
+            ]);
             ip(&["link", "set", &host, "up"]);
             let up = format!("{}/30", net.upstream_addr(i));
             ip(&["-n", &ns, "addr", "add", &up, "dev", "up0"]);
@@ -449,8 +455,8 @@ impl Network {
             // The heartbeat link, to the switch's bridge.
             let port = format!("b{i}");
             ip(&[
-                "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "hb",
-                "netns", &ns,
+                "-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", "hb", "netns",
+                &ns,
             ]);
             ip(&["-n", &switch, "link", "set", &port, "master", "br0"]);
             ip(&["-n", &switch, "link", "set", &port, "up"]);
