@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use reservoir_bdev::{Bdev, BlockCount, BlockSize, FileBdev, MallocBdev};
 use reservoir_scsi::{Lun, LunIdentity};
-use reservoir_snapshot::{SnapshotEngine, SnapshotOptions, TrackingState};
+use reservoir_snapshot::{ChunkSize, SnapshotEngine, SnapshotOptions, TrackingState};
 use reservoir_target_config::{BlockSizeConfig, ByteSize, VolumeConfig, VolumeName};
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,15 @@ pub struct VolumeSpec {
     pub path: Option<PathBuf>,
     pub size_bytes: Option<u64>,
     pub block_size: u32,
+    /// Copy-on-write chunk in bytes; `None`: the engine's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_chunk_size: Option<u32>,
+    /// Parent directory of the volume's snapshot state; `None`:
+    /// `<data_dir>/snapshots`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_area: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_area_size: Option<u64>,
 }
 
 impl From<&VolumeConfig> for VolumeSpec {
@@ -63,6 +72,10 @@ impl From<&VolumeConfig> for VolumeSpec {
             path: config.backend.path().map(Path::to_owned),
             size_bytes: config.size.map(ByteSize::bytes),
             block_size: config.block_size.bytes(),
+            // The config file's rules keep the chunk within u32.
+            snapshot_chunk_size: config.snapshots.chunk_size.map(|c| c.bytes() as u32),
+            diff_area: config.snapshots.diff_area.clone(),
+            diff_area_size: config.snapshots.diff_area_size.map(ByteSize::bytes),
         }
     }
 }
@@ -81,6 +94,12 @@ impl VolumeSpec {
             ("file" | "device", Some(_)) => {}
             ("file" | "device", None) => bail!("a {} volume needs a path", self.backend),
             (other, _) => bail!("unknown backend {other:?}: use malloc, file or device"),
+        }
+        if let Some(chunk) = self.snapshot_chunk_size {
+            ChunkSize::new(chunk).context("snapshot_chunk_size")?;
+        }
+        if self.diff_area_size == Some(0) {
+            bail!("diff_area_size must not be zero");
         }
         match self.size_bytes {
             None if self.backend != "device" => bail!("a {} volume needs a size", self.backend),
@@ -198,7 +217,7 @@ impl Volumes {
         self.volumes.lock().expect("volume lock").remove(name);
         self.save_runtime()?;
         let _ = std::fs::remove_file(self.identity_path(name));
-        let _ = std::fs::remove_dir_all(self.snapshot_dir(name));
+        let _ = std::fs::remove_dir_all(self.snapshot_dir(&volume.spec));
         Ok(())
     }
 
@@ -241,7 +260,7 @@ impl Volumes {
     fn insert(&self, spec: VolumeSpec, origin: Origin, create: bool) -> Result<Arc<Volume>> {
         let base = open_bdev(&spec, create || origin == Origin::Config)
             .with_context(|| format!("cannot open volume {:?}", spec.name))?;
-        let snapshot_dir = self.snapshot_dir(&spec.name);
+        let snapshot_dir = self.snapshot_dir(&spec);
         if spec.backend == "malloc" {
             // A RAM volume starts empty: snapshots of its previous life
             // describe content that no longer exists.
@@ -253,9 +272,16 @@ impl Volumes {
                 _ => {}
             }
         }
-        let (snapshots, report) =
-            SnapshotEngine::open(&spec.name, base, &snapshot_dir, SnapshotOptions::default())
-                .with_context(|| format!("cannot open the snapshots of volume {:?}", spec.name))?;
+        let options = SnapshotOptions {
+            chunk_size: match spec.snapshot_chunk_size {
+                Some(bytes) => ChunkSize::new(bytes)
+                    .with_context(|| format!("volume {:?}: snapshot chunk size", spec.name))?,
+                None => ChunkSize::default(),
+            },
+            diff_area_capacity: spec.diff_area_size,
+        };
+        let (snapshots, report) = SnapshotEngine::open(&spec.name, base, &snapshot_dir, options)
+            .with_context(|| format!("cannot open the snapshots of volume {:?}", spec.name))?;
         if let TrackingState::Untrusted { reason } = &report.tracking {
             tracing::warn!(
                 volume = %spec.name,
@@ -303,8 +329,13 @@ impl Volumes {
         Ok(identity)
     }
 
-    fn snapshot_dir(&self, name: &str) -> PathBuf {
-        self.data_dir.join("snapshots").join(name)
+    /// The volume's own directory of snapshot state, under its configured
+    /// differential-area directory or `<data_dir>/snapshots`.
+    fn snapshot_dir(&self, spec: &VolumeSpec) -> PathBuf {
+        spec.diff_area
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("snapshots"))
+            .join(&spec.name)
     }
 
     fn identity_path(&self, name: &str) -> PathBuf {

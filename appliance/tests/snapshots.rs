@@ -238,3 +238,50 @@ fn kill_9_during_writes_keeps_the_snapshot_and_distrusts_tracking() {
         "an untouched chunk reported: {diff}"
     );
 }
+
+#[test]
+fn snapshot_chunk_and_differential_area_are_configurable() {
+    let daemon = Daemon::start(&Config::single_malloc("vol0", VOLUME_MIB, IQN));
+    let area = daemon.root().join("diff-areas");
+    let area_arg = area.to_str().unwrap();
+    cli_json(
+        &daemon,
+        &[
+            "volume",
+            "create",
+            "tuned",
+            "--size",
+            "8MiB",
+            "--snapshot-chunk-size",
+            "16KiB",
+            "--diff-area",
+            area_arg,
+            "--diff-area-size",
+            "1MiB",
+        ],
+    );
+    let created = cli_json(&daemon, &["snapshot", "create", "tuned", "s1"]);
+    assert_eq!(created["chunk_size"], 16 << 10, "{created}");
+    assert!(
+        area.join("tuned").is_dir(),
+        "snapshot state not under the configured area"
+    );
+    let list = cli_json(&daemon, &["snapshot", "list", "tuned"]);
+    assert_eq!(list["diff_area"]["capacity_bytes"], 1 << 20, "{list}");
+
+    let refused = daemon.cli(&[
+        "volume",
+        "create",
+        "bad",
+        "--size",
+        "8MiB",
+        "--snapshot-chunk-size",
+        "48KiB",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("snapshot_chunk_size"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

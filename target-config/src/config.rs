@@ -60,6 +60,21 @@ pub struct VolumeConfig {
     /// device's own size.
     pub size: Option<ByteSize>,
     pub block_size: BlockSizeConfig,
+    pub snapshots: SnapshotConfig,
+}
+
+/// How a volume's snapshots are kept. Every field has a default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// Copy-on-write unit; `None` is the engine's default (64 KiB).
+    pub chunk_size: Option<ByteSize>,
+    /// Directory under which the volume's differential area and snapshot
+    /// metadata are kept (in `<diff_area>/<volume>/`); `None` is
+    /// `<data_dir>/snapshots`.
+    pub diff_area: Option<PathBuf>,
+    /// Upper bound of the differential area; `None` grows until the file
+    /// system is full.
+    pub diff_area_size: Option<ByteSize>,
 }
 
 /// Where a volume's blocks live.
@@ -167,6 +182,7 @@ impl Config {
                 backend: Backend::Malloc,
                 size: Some(ByteSize::gib(1)),
                 block_size: BlockSizeConfig::B512,
+                snapshots: SnapshotConfig::default(),
             }],
             targets: vec![TargetConfig {
                 iqn: "iqn.2026-11.io.reservoir:vol0"

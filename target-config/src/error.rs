@@ -74,6 +74,8 @@ pub enum Problem {
         size: ByteSize,
         block_size: BlockSizeConfig,
     },
+    #[error("{chunk} is not a power of two between 4KiB and 16MiB: use e.g. \"64KiB\"")]
+    BadSnapshotChunk { chunk: ByteSize },
     #[error("IQN already used by target[{first}]: give each target its own IQN")]
     DuplicateTarget { first: usize },
     #[error("a target needs at least one LUN: list volume names, e.g. `luns = [\"vol0\"]`")]

@@ -20,8 +20,8 @@ mod size;
 mod validate;
 
 pub use config::{
-    example_toml, Backend, ChapCredentials, Config, PortalConfig, ServerConfig, TargetConfig,
-    VolumeConfig, ISCSI_PORT,
+    example_toml, Backend, ChapCredentials, Config, PortalConfig, ServerConfig, SnapshotConfig,
+    TargetConfig, VolumeConfig, ISCSI_PORT,
 };
 pub use error::{ConfigError, FieldPath, Problem, TomlError, Violation};
 pub use names::{

@@ -702,3 +702,47 @@ proptest! {
         let _ = Config::from_toml_str(&text);
     }
 }
+
+#[test]
+fn snapshot_settings() {
+    let tuned = BASE.replace(
+        "size = \"1GiB\"\n",
+        "size = \"1GiB\"\nsnapshot_chunk_size = \"256KiB\"\ndiff_area = \"/srv/diff\"\ndiff_area_size = \"2GiB\"\n",
+    );
+    let config = Config::from_toml_str(&tuned).unwrap();
+    let snapshots = &config.volumes[0].snapshots;
+    assert_eq!(snapshots.chunk_size, Some(ByteSize::kib(256)));
+    assert_eq!(
+        snapshots.diff_area.as_deref(),
+        Some(std::path::Path::new("/srv/diff"))
+    );
+    assert_eq!(snapshots.diff_area_size, Some(ByteSize::gib(2)));
+    assert_eq!(
+        config.volumes[1].snapshots,
+        crate::SnapshotConfig::default()
+    );
+
+    for bad in ["48KiB", "2KiB", "32MiB"] {
+        let text = BASE.replace(
+            "size = \"1GiB\"\n",
+            &format!("size = \"1GiB\"\nsnapshot_chunk_size = \"{bad}\"\n"),
+        );
+        let (path, problem) = single(&text);
+        assert_eq!(path, "volume[0].snapshot_chunk_size");
+        assert!(
+            matches!(problem, Problem::BadSnapshotChunk { .. }),
+            "{problem:?}"
+        );
+    }
+    let empty = BASE.replace(
+        "size = \"1GiB\"\n",
+        "size = \"1GiB\"\ndiff_area = \"\"\ndiff_area_size = 0\n",
+    );
+    assert_eq!(
+        violations(&empty),
+        vec![
+            ("volume[0].diff_area".into(), Problem::EmptyPath),
+            ("volume[0].diff_area_size".into(), Problem::ZeroSize)
+        ]
+    );
+}

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    Backend, ChapCredentials, Config, PortalConfig, ServerConfig, TargetConfig, VolumeConfig,
+    Backend, ChapCredentials, Config, PortalConfig, ServerConfig, SnapshotConfig, TargetConfig,
+    VolumeConfig,
 };
 use crate::error::{ConfigError, FieldPath, Problem, TomlError, Violation};
 use crate::names::VolumeName;
@@ -85,7 +86,16 @@ struct RawVolume {
     size: Option<ByteSize>,
     #[serde(default)]
     block_size: BlockSizeConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshot_chunk_size: Option<ByteSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    diff_area: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    diff_area_size: Option<ByteSize>,
 }
+
+/// Copy-on-write chunk sizes the snapshot engine accepts.
+const SNAPSHOT_CHUNK: std::ops::RangeInclusive<u64> = (4 << 10)..=(16 << 20);
 
 impl From<&Config> for RawConfig {
     fn from(config: &Config) -> Self {
@@ -120,6 +130,9 @@ impl From<&VolumeConfig> for RawVolume {
             path,
             size: volume.size,
             block_size: volume.block_size,
+            snapshot_chunk_size: volume.snapshots.chunk_size,
+            diff_area: volume.snapshots.diff_area.clone(),
+            diff_area_size: volume.snapshots.diff_area_size,
         }
     }
 }
@@ -285,11 +298,34 @@ fn check_volume(check: &mut Checker, index: usize, raw: RawVolume) -> Option<Vol
         ),
         Some(_) => {}
     }
+    if let Some(chunk) = raw.snapshot_chunk_size {
+        if !chunk.bytes().is_power_of_two() || !SNAPSHOT_CHUNK.contains(&chunk.bytes()) {
+            check.report(
+                path.field("snapshot_chunk_size"),
+                Problem::BadSnapshotChunk { chunk },
+            );
+        }
+    }
+    if raw
+        .diff_area
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        check.report(path.field("diff_area"), Problem::EmptyPath);
+    }
+    if raw.diff_area_size.is_some_and(|s| s.bytes() == 0) {
+        check.report(path.field("diff_area_size"), Problem::ZeroSize);
+    }
     Some(VolumeConfig {
         name: raw.name,
         backend: backend?,
         size: raw.size,
         block_size: raw.block_size,
+        snapshots: SnapshotConfig {
+            chunk_size: raw.snapshot_chunk_size,
+            diff_area: raw.diff_area,
+            diff_area_size: raw.diff_area_size,
+        },
     })
 }
 

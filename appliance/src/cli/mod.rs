@@ -40,6 +40,15 @@ pub enum VolumeCommand {
         /// Logical block size: 512 or 4096.
         #[arg(long, default_value_t = 512)]
         block_size: u32,
+        /// Snapshot copy-on-write unit, a power of two such as 64KiB.
+        #[arg(long)]
+        snapshot_chunk_size: Option<String>,
+        /// Directory under which the volume's snapshot state is kept.
+        #[arg(long)]
+        diff_area: Option<std::path::PathBuf>,
+        /// Cap of the snapshot differential area, such as 16GiB.
+        #[arg(long)]
+        diff_area_size: Option<String>,
     },
     /// Delete a volume created with `volume create` (backing files are kept).
     Delete { name: String },
@@ -136,9 +145,16 @@ pub fn volume(client: &mut Client, command: VolumeCommand, output: Output) -> Re
             path,
             size,
             block_size,
+            snapshot_chunk_size,
+            diff_area,
+            diff_area_size,
         } => client.call(
             "volume_create",
-            json!({"name": name, "backend": backend, "path": path, "size": size, "block_size": block_size}),
+            json!({
+                "name": name, "backend": backend, "path": path, "size": size,
+                "block_size": block_size, "snapshot_chunk_size": snapshot_chunk_size,
+                "diff_area": diff_area, "diff_area_size": diff_area_size,
+            }),
         )?,
         VolumeCommand::Delete { name } => {
             client.call("volume_delete", json!({ "name": name }))?;

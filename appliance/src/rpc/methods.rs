@@ -56,6 +56,12 @@ struct CreateParams {
     size: Option<ByteSize>,
     #[serde(default)]
     block_size: Option<u32>,
+    #[serde(default)]
+    snapshot_chunk_size: Option<ByteSize>,
+    #[serde(default)]
+    diff_area: Option<std::path::PathBuf>,
+    #[serde(default)]
+    diff_area_size: Option<ByteSize>,
 }
 
 impl Api {
@@ -119,6 +125,11 @@ impl Api {
                     path: p.path,
                     size_bytes: p.size.map(ByteSize::bytes),
                     block_size: p.block_size.unwrap_or(512),
+                    snapshot_chunk_size: p
+                        .snapshot_chunk_size
+                        .map(|c| u32::try_from(c.bytes()).unwrap_or(u32::MAX)),
+                    diff_area: p.diff_area,
+                    diff_area_size: p.diff_area_size.map(ByteSize::bytes),
                 };
                 spec.validate()
                     .map_err(|e| RpcError::invalid_params(format!("{e:#}")))?;
