@@ -279,10 +279,10 @@ fn repetition(
     drop(server);
 
     let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
-    full.push("full_s", "full backup", "s", full_s);
+    full.push("full_s", "full backup, time", "s", full_s);
     full.push(
         "full_mb_per_s",
-        "full backup",
+        "full backup, throughput",
         "MB/s",
         mb_per_s(size, full_s),
     );
@@ -304,7 +304,7 @@ fn repetition(
         "chunks",
         inc.changed_chunks as f64,
     );
-    incremental.push("inc_s", "incremental backup", "s", inc_s);
+    incremental.push("inc_s", "incremental backup, time", "s", inc_s);
     incremental.push(
         "inc_bytes_sent_mib",
         "incremental backup, bytes sent",

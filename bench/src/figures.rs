@@ -242,8 +242,7 @@ pub fn render_markdown(record: &FigureRecord) -> String {
                 out,
                 "| {} | {} | × | {} / {} |",
                 d.label,
-                d.value
-                    .map_or_else(|| "–".to_owned(), |v| format!("{v:.2}")),
+                d.value.map_or_else(|| "–".to_owned(), number),
                 d.numerator,
                 d.denominator
             );

@@ -152,6 +152,9 @@ pub fn run_bounded(
         .spawn()
         .with_context(|| format!("starting {program}"))?;
     let deadline = Instant::now() + limit;
+    // Polls back off from 1 ms to 50 ms, so a short client (a CLI call the
+    // snapshot suite times) is not rounded up to the poll interval.
+    let mut poll = Duration::from_millis(1);
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -163,7 +166,8 @@ pub fn run_bounded(
             interrupted?;
             bail!("{program} ran longer than {limit:?}; killed");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(poll);
+        poll = (poll * 2).min(Duration::from_millis(50));
     };
     let text =
         std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
