@@ -11,14 +11,13 @@
 
 use std::fmt;
 
+use reservoir_pr::InitiatorPort;
+
 use crate::error::Error;
 use crate::isid::Isid;
 
-/// PROTOCOL IDENTIFIER for iSCSI (SPC-4 §7.6.1).
-const PROTOCOL_ISCSI: u8 = 0x5;
-const FORMAT_NAME: u8 = 0b00;
-const FORMAT_PORT: u8 = 0b01;
 /// SPC-4 §7.6.4.6: ADDITIONAL LENGTH is at least 20.
+#[cfg(test)]
 const MIN_ADDITIONAL_LENGTH: usize = 20;
 /// RFC 7143 §6.1: an iSCSI name is at most 223 bytes.
 const MAX_NAME_LEN: usize = 223;
@@ -60,43 +59,21 @@ impl TransportId {
         self.isid
     }
 
-    /// The wire form, FORMAT CODE 01b when an ISID is given.
+    /// The wire form (SPC-4 §7.6.4.6), FORMAT CODE 01b when an ISID is given.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let (format, text) = match self.isid {
-            Some(isid) => (FORMAT_PORT, format!("{}{SEPARATOR}{isid}", self.name)),
-            None => (FORMAT_NAME, self.name.clone()),
+        let port = match self.isid {
+            Some(isid) => InitiatorPort::new(&self.name, isid.bytes()),
+            None => InitiatorPort::any_isid(&self.name),
         };
-        // Room for the terminating NUL, rounded up to a multiple of four.
-        let additional = (text.len() + 1)
-            .next_multiple_of(4)
-            .max(MIN_ADDITIONAL_LENGTH);
-        let mut out = Vec::with_capacity(4 + additional);
-        out.extend_from_slice(&[format << 6 | PROTOCOL_ISCSI, 0]);
-        out.extend_from_slice(&(additional as u16).to_be_bytes());
-        out.extend_from_slice(text.as_bytes());
-        out.resize(4 + additional, 0);
-        out
+        reservoir_pr::encode_transport_id(&port)
     }
 
     /// Parses one iSCSI TransportID (as READ FULL STATUS returns them);
     /// `None` if it is not a well-formed iSCSI one.
     pub(crate) fn decode(buf: &[u8]) -> Option<TransportId> {
-        let header = buf.get(..4)?;
-        if header[0] & 0x0f != PROTOCOL_ISCSI {
-            return None;
-        }
-        let additional = usize::from(u16::from_be_bytes([header[2], header[3]]));
-        let field = buf.get(4..4 + additional)?;
-        let end = field.iter().position(|&b| b == 0)?;
-        let text = std::str::from_utf8(&field[..end]).ok()?;
-        match header[0] >> 6 {
-            FORMAT_NAME => TransportId::new(text, None).ok(),
-            FORMAT_PORT => {
-                let (name, isid) = text.split_once(SEPARATOR)?;
-                TransportId::new(name, Some(isid.parse().ok()?)).ok()
-            }
-            _ => None,
-        }
+        let (port, _) = reservoir_pr::parse_transport_id(buf).ok()?;
+        let isid = port.isid.map(Isid::new).transpose().ok()?;
+        TransportId::new(port.name, isid).ok()
     }
 }
 

@@ -54,3 +54,4 @@ pub use table::{
     Effects, Registration, ReservationTable, ReservationView, UnitAttention,
     DEFAULT_MAX_REGISTRATIONS,
 };
+pub use transport_id::{encode_transport_id, parse_transport_id};

@@ -120,7 +120,7 @@ impl ReservationTable {
         let mut body = Vec::new();
         for (i, r) in self.registrations.iter().enumerate() {
             let holder = self.is_holder(i);
-            let tid = transport_id::encode(&r.nexus.initiator);
+            let tid = transport_id::encode_transport_id(&r.nexus.initiator);
             body.extend_from_slice(&r.key.0.to_be_bytes());
             body.extend_from_slice(&[0; 4]);
             body.push(u8::from(r.all_tg_pt) << 1 | u8::from(holder));

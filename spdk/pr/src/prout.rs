@@ -399,8 +399,8 @@ mod tests {
 
     #[test]
     fn spec_i_pt_transport_ids() {
-        let a = crate::transport_id::encode(&InitiatorPort::new("iqn.a", [1; 6]));
-        let b = crate::transport_id::encode(&InitiatorPort::any_isid("iqn.b"));
+        let a = crate::transport_id::encode_transport_id(&InitiatorPort::new("iqn.a", [1; 6]));
+        let b = crate::transport_id::encode_transport_id(&InitiatorPort::any_isid("iqn.b"));
         let mut d = basic(0, 9, 0x08);
         d.extend_from_slice(&((a.len() + b.len()) as u32).to_be_bytes());
         d.extend_from_slice(&a);
@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn register_and_move_list() {
-        let tid = crate::transport_id::encode(&InitiatorPort::new("iqn.dest", [2; 6]));
+        let tid = crate::transport_id::encode_transport_id(&InitiatorPort::new("iqn.dest", [2; 6]));
         let d = move_list(true, 7, &tid);
         assert_eq!(
             parse(7, 0, 1, &d).unwrap(),

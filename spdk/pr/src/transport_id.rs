@@ -77,9 +77,16 @@ fn parse_port_name(text: &str) -> Option<InitiatorPort> {
     Some(InitiatorPort::new(&text[..split], isid))
 }
 
+/// Parses one iSCSI TransportID at the start of `buf` (as READ FULL STATUS
+/// returns them, or as an initiator builds them): the initiator port and
+/// the TransportID's length in bytes.
+pub fn parse_transport_id(buf: &[u8]) -> Result<(InitiatorPort, usize), PrError> {
+    parse(buf, 0)
+}
+
 /// Encodes `port` as an iSCSI TransportID: FORMAT CODE 01b when the ISID is
 /// known, 00b otherwise.
-pub(crate) fn encode(port: &InitiatorPort) -> Vec<u8> {
+pub fn encode_transport_id(port: &InitiatorPort) -> Vec<u8> {
     let (format, text) = match port.isid {
         Some(_) => (FORMAT_PORT, port.to_string()),
         None => (FORMAT_NAME, port.name.clone()),
@@ -146,7 +153,7 @@ mod tests {
             InitiatorPort::any_isid("iqn.2026-01.org.example:a-much-longer-initiator-name"),
             InitiatorPort::any_isid("iqn.x"),
         ] {
-            let buf = encode(&port);
+            let buf = encode_transport_id(&port);
             assert_eq!(buf.len() % 4, 0);
             assert!(buf.len() >= 24);
             let (back, len) = parse(&buf, 0).unwrap();
