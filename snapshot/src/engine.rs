@@ -778,6 +778,13 @@ impl SnapshotEngine {
                 lock(&self.journal)
                     .append(&record)
                     .map_err(|e| e.into_bdev("invalidate snapshot", ErrorKind::WriteFailed))?;
+                // The operator learns it here, and from `snapshot list`.
+                tracing::warn!(
+                    volume = %self.volume,
+                    snapshot = %s.name.as_str(),
+                    "snapshot invalidated: {reason}; the volume keeps working, \
+                     delete the snapshot to free its differential area"
+                );
             }
         }
         Ok(())
