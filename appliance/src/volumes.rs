@@ -62,6 +62,9 @@ pub struct VolumeSpec {
     pub diff_area: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff_area_size: Option<u64>,
+    /// A block device holding the differential area instead of a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_area_device: Option<PathBuf>,
 }
 
 impl From<&VolumeConfig> for VolumeSpec {
@@ -76,6 +79,7 @@ impl From<&VolumeConfig> for VolumeSpec {
             snapshot_chunk_size: config.snapshots.chunk_size.map(|c| c.bytes() as u32),
             diff_area: config.snapshots.diff_area.clone(),
             diff_area_size: config.snapshots.diff_area_size.map(ByteSize::bytes),
+            diff_area_device: config.snapshots.diff_area_device.clone(),
         }
     }
 }
@@ -279,6 +283,7 @@ impl Volumes {
                 None => ChunkSize::default(),
             },
             diff_area_capacity: spec.diff_area_size,
+            diff_area_device: spec.diff_area_device.clone(),
         };
         let (snapshots, report) = SnapshotEngine::open(&spec.name, base, &snapshot_dir, options)
             .with_context(|| format!("cannot open the snapshots of volume {:?}", spec.name))?;

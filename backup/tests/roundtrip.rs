@@ -126,7 +126,7 @@ fn snapshot_engine_chain_restores_every_snapshot() {
     let base = malloc("vol1", 4 << 20);
     let options = SnapshotOptions {
         chunk_size: reservoir_snapshot::ChunkSize::new(CHUNK).unwrap(),
-        diff_area_capacity: None,
+        ..SnapshotOptions::default()
     };
     let (engine, _) =
         SnapshotEngine::open("vol1", base, &tmp.path().join("snap"), options).unwrap();

@@ -8,6 +8,7 @@
 //! simply free again after replay.
 
 use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -38,20 +39,42 @@ pub(crate) struct DiffArea {
 impl DiffArea {
     pub const FILE: &'static str = "diff.area";
 
-    pub fn open(dir: &Path, chunk: u32, capacity: Option<u64>) -> Result<Self, SnapshotError> {
-        let path = dir.join(Self::FILE);
+    /// Opens `device` if given (it must exist; its size bounds the area),
+    /// else `diff.area` in `dir`, created if missing.
+    pub fn open(
+        dir: &Path,
+        device: Option<&Path>,
+        chunk: u32,
+        capacity: Option<u64>,
+    ) -> Result<Self, SnapshotError> {
+        let path = device.map_or_else(|| dir.join(Self::FILE), Path::to_owned);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
+            .create(device.is_none())
             .truncate(false)
             .open(&path)
             .map_err(SnapshotError::io("open differential area", &path))?;
+        let chunk = u64::from(chunk);
+        let device_extents = match device {
+            // Seeking to the end gives a block device's size as well.
+            Some(_) => Some(
+                (&file)
+                    .seek(SeekFrom::End(0))
+                    .map_err(SnapshotError::io("size differential area device", &path))?
+                    / chunk,
+            ),
+            None => None,
+        };
+        let configured = capacity.map(|c| c / chunk);
         Ok(DiffArea {
             file,
             path,
-            chunk: u64::from(chunk),
-            capacity_extents: capacity.map(|c| c / u64::from(chunk)),
+            chunk,
+            capacity_extents: match (configured, device_extents) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             alloc: Mutex::default(),
         })
     }

@@ -273,7 +273,12 @@ impl SnapshotEngine {
                 refs[i] += 1;
             }
         }
-        let diff = DiffArea::open(dir, chunk.bytes(), options.diff_area_capacity)?;
+        let diff = DiffArea::open(
+            dir,
+            options.diff_area_device.as_deref(),
+            chunk.bytes(),
+            options.diff_area_capacity,
+        )?;
         diff.set_refs(refs);
 
         let tracking = Self::load_tracking(dir, chunks, &snapshots)?;

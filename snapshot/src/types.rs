@@ -97,6 +97,10 @@ pub struct SnapshotOptions {
     /// until its file system is full. Either way, running out invalidates
     /// the snapshots that needed the space, never the origin write.
     pub diff_area_capacity: Option<u64>,
+    /// A block device (or preallocated file) to hold the differential area
+    /// instead of `diff.area` in the snapshot directory; its size bounds
+    /// the area. Its previous content is overwritten.
+    pub diff_area_device: Option<std::path::PathBuf>,
 }
 
 /// Why a snapshot stopped being readable.

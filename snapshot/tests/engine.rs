@@ -19,6 +19,7 @@ fn options(chunk: u32, capacity: Option<u64>) -> SnapshotOptions {
     SnapshotOptions {
         chunk_size: ChunkSize::new(chunk).unwrap(),
         diff_area_capacity: capacity,
+        diff_area_device: None,
     }
 }
 
@@ -347,4 +348,43 @@ fn tracked_sets_equal_a_full_compare_of_the_same_data() {
         assert_eq!(got.extents, want.extents, "{f}..{t:?}");
         assert_eq!(got.total_bytes, want.total_bytes);
     }
+}
+
+/// A differential area on a device (here a preallocated file standing in
+/// for one): the device's size bounds the area.
+#[test]
+fn differential_area_on_a_device_is_bounded_by_its_size() {
+    const CHUNK: u32 = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("diff-device");
+    std::fs::File::create(&device)
+        .unwrap()
+        .set_len(4 * u64::from(CHUNK))
+        .unwrap();
+    let base = Arc::new(MallocBdev::new("vol", BlockSize::B512, BlockCount(1024)).unwrap());
+    let options = SnapshotOptions {
+        diff_area_device: Some(device.clone()),
+        ..options(CHUNK, None)
+    };
+    let (engine, _) = SnapshotEngine::open("vol", base, &dir.path().join("snap"), options).unwrap();
+    assert!(!dir.path().join("snap").join("diff.area").exists());
+    assert_eq!(
+        engine.diff_area_usage().capacity_bytes,
+        Some(4 * u64::from(CHUNK))
+    );
+    engine.create("s1").unwrap();
+    let origin = engine.origin();
+    let chunk_blocks = u64::from(CHUNK) / 512;
+    for chunk in 0..5 {
+        origin
+            .write(Lba(chunk * chunk_blocks), &[7; 512], Durability::Cached)
+            .unwrap();
+    }
+    // Four chunks fit on the device; the fifth invalidates the snapshot,
+    // and the volume kept every write.
+    let info = engine.get("s1").unwrap();
+    assert!(info.invalid.is_some(), "{info:?}");
+    let mut back = [0u8; 512];
+    origin.read(Lba(4 * chunk_blocks), &mut back).unwrap();
+    assert_eq!(back, [7; 512]);
 }

@@ -86,6 +86,7 @@ fn open(base: &Arc<MallocBdev>, dir: &Path) -> Arc<SnapshotEngine> {
     let options = SnapshotOptions {
         chunk_size: ChunkSize::new(CHUNK as u32).unwrap(),
         diff_area_capacity: None,
+        diff_area_device: None,
     };
     SnapshotEngine::open("vol", base.clone(), dir, options)
         .unwrap()

@@ -75,6 +75,9 @@ pub struct SnapshotConfig {
     /// Upper bound of the differential area; `None` grows until the file
     /// system is full.
     pub diff_area_size: Option<ByteSize>,
+    /// A block device for the differential area instead of a file (its
+    /// size bounds the area; its content is overwritten).
+    pub diff_area_device: Option<PathBuf>,
 }
 
 /// Where a volume's blocks live.

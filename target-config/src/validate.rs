@@ -92,6 +92,8 @@ struct RawVolume {
     diff_area: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     diff_area_size: Option<ByteSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    diff_area_device: Option<PathBuf>,
 }
 
 /// Copy-on-write chunk sizes the snapshot engine accepts.
@@ -133,6 +135,7 @@ impl From<&VolumeConfig> for RawVolume {
             snapshot_chunk_size: volume.snapshots.chunk_size,
             diff_area: volume.snapshots.diff_area.clone(),
             diff_area_size: volume.snapshots.diff_area_size,
+            diff_area_device: volume.snapshots.diff_area_device.clone(),
         }
     }
 }
@@ -313,6 +316,13 @@ fn check_volume(check: &mut Checker, index: usize, raw: RawVolume) -> Option<Vol
     {
         check.report(path.field("diff_area"), Problem::EmptyPath);
     }
+    if raw
+        .diff_area_device
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        check.report(path.field("diff_area_device"), Problem::EmptyPath);
+    }
     if raw.diff_area_size.is_some_and(|s| s.bytes() == 0) {
         check.report(path.field("diff_area_size"), Problem::ZeroSize);
     }
@@ -325,6 +335,7 @@ fn check_volume(check: &mut Checker, index: usize, raw: RawVolume) -> Option<Vol
             chunk_size: raw.snapshot_chunk_size,
             diff_area: raw.diff_area,
             diff_area_size: raw.diff_area_size,
+            diff_area_device: raw.diff_area_device,
         },
     })
 }

@@ -49,6 +49,9 @@ pub enum VolumeCommand {
         /// Cap of the snapshot differential area, such as 16GiB.
         #[arg(long)]
         diff_area_size: Option<String>,
+        /// A block device to hold the differential area instead of a file.
+        #[arg(long)]
+        diff_area_device: Option<std::path::PathBuf>,
     },
     /// Delete a volume created with `volume create` (backing files are kept).
     Delete { name: String },
@@ -148,12 +151,14 @@ pub fn volume(client: &mut Client, command: VolumeCommand, output: Output) -> Re
             snapshot_chunk_size,
             diff_area,
             diff_area_size,
+            diff_area_device,
         } => client.call(
             "volume_create",
             json!({
                 "name": name, "backend": backend, "path": path, "size": size,
                 "block_size": block_size, "snapshot_chunk_size": snapshot_chunk_size,
                 "diff_area": diff_area, "diff_area_size": diff_area_size,
+                "diff_area_device": diff_area_device,
             }),
         )?,
         VolumeCommand::Delete { name } => {

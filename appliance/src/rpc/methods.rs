@@ -62,6 +62,8 @@ struct CreateParams {
     diff_area: Option<std::path::PathBuf>,
     #[serde(default)]
     diff_area_size: Option<ByteSize>,
+    #[serde(default)]
+    diff_area_device: Option<std::path::PathBuf>,
 }
 
 impl Api {
@@ -130,6 +132,7 @@ impl Api {
                         .map(|c| u32::try_from(c.bytes()).unwrap_or(u32::MAX)),
                     diff_area: p.diff_area,
                     diff_area_size: p.diff_area_size.map(ByteSize::bytes),
+                    diff_area_device: p.diff_area_device,
                 };
                 spec.validate()
                     .map_err(|e| RpcError::invalid_params(format!("{e:#}")))?;
