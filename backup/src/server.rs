@@ -303,10 +303,13 @@ impl BackupServer {
 
 impl BackupServer {
     /// A sender that resumes a backup another connection still holds is
-    /// the same sender after a network fault the server has not noticed
-    /// yet (a half-open connection can stay silent until its timeout): the
-    /// new connection takes over and the old one is cut.
+    /// the same sender after a network fault. The old connection usually
+    /// has seen the end of its stream and is still storing what it had
+    /// received: it gets a grace period to finish (and checkpoint) that.
+    /// One that stays silent past it is half-open (it could wait for its
+    /// timeout): the new connection takes over and the old one is cut.
     fn begin(&self, header: crate::StreamHeader) -> Result<Begin, BackupError> {
+        const GRACE: Duration = Duration::from_secs(2);
         const TAKEOVER: Duration = Duration::from_secs(10);
         let start = Instant::now();
         loop {
@@ -314,6 +317,9 @@ impl BackupServer {
                 .repo
                 .begin(header.clone(), self.options.checkpoint_bytes)
             {
+                Err(BackupError::Busy(_)) if start.elapsed() < GRACE => {
+                    thread::sleep(Duration::from_millis(20));
+                }
                 Err(BackupError::Busy(id)) if start.elapsed() < TAKEOVER => {
                     let holder = self
                         .writers

@@ -47,7 +47,11 @@ fn cutting_proxy(
         if sent >= cut_after {
             at_cut();
         }
-        let _ = server.shutdown(Shutdown::Both);
+        // The server sees the bytes forwarded so far, then end of stream in
+        // the middle of whatever frame was crossing (a FIN, not a reset: a
+        // reset would also discard what it had received but not yet read,
+        // and how much that is depends on scheduling, not on the cut).
+        let _ = server.shutdown(Shutdown::Write);
         let _ = client.shutdown(Shutdown::Both);
     });
     addr
