@@ -22,6 +22,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::aligned::{is_aligned, with_bounce};
 use crate::check;
@@ -167,15 +168,7 @@ impl FileBdev {
                 ),
             ));
         }
-        // SAFETY: flock on an open fd has no memory-safety preconditions.
-        cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }).map_err(
-            |e| {
-                BdevError::setup(
-                    "lock file bdev",
-                    format!("{} is in use by another process ({e})", path.display()),
-                )
-            },
-        )?;
+        lock_exclusive(&file, path)?;
         let file = match (buffered_reason.is_none(), direct_misfit(&stx, block_size)) {
             (true, Some(reason)) => {
                 buffered_reason = Some(reason);
@@ -596,6 +589,34 @@ impl Bdev for FileBdev {
         }
         self.block_count.store(blocks.0, Ordering::Release);
         Ok(())
+    }
+}
+
+/// How long opening a file bdev waits for the previous holder's lock: a
+/// process killed with SIGKILL releases it only when the kernel has torn
+/// down its io_uring instances, which happens a moment after the process is
+/// gone — so an appliance restarted at once must not take that for a
+/// second user of the file.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Takes the exclusive lock that keeps two bdevs (or two appliances) off one
+/// file.
+fn lock_exclusive(file: &File, path: &Path) -> Result<(), BdevError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on an open fd has no memory-safety preconditions.
+        match cvt(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(BdevError::setup(
+                    "lock file bdev",
+                    format!("{} is in use by another process ({e})", path.display()),
+                ))
+            }
+        }
     }
 }
 
