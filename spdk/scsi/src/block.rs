@@ -64,6 +64,20 @@ fn received(lun: &Lun, extent: Extent, data: &[u8]) -> (Extent, usize) {
     (Extent { blocks, ..extent }, blocks as usize * bs)
 }
 
+/// The checks every write-class command makes first: the LUN is writable,
+/// the extent is on the medium, and the whole blocks that arrived. `None`
+/// when there is nothing to write.
+fn writable_blocks<'a>(
+    lun: &Lun,
+    extent: Extent,
+    data: &'a [u8],
+) -> Result<Option<(Extent, &'a [u8])>, SenseReason> {
+    check_writable(lun)?;
+    check_range(lun, extent)?;
+    let (extent, bytes) = received(lun, extent, data);
+    Ok((extent.blocks > 0).then(|| (extent, &data[..bytes])))
+}
+
 fn read_into(lun: &Lun, lba: Lba, buf: &mut [u8]) -> Result<(), SenseReason> {
     lun.bdev()
         .read(lba, buf)
@@ -90,14 +104,11 @@ pub(crate) fn read(lun: &Lun, extent: Extent, data_in: &mut Vec<u8>) -> Result<(
 }
 
 pub(crate) fn write(lun: &Lun, extent: Extent, fua: bool, data: &[u8]) -> Result<(), SenseReason> {
-    check_writable(lun)?;
-    check_range(lun, extent)?;
-    let (extent, bytes) = received(lun, extent, data);
-    if extent.blocks == 0 {
+    let Some((extent, data)) = writable_blocks(lun, extent, data)? else {
         return Ok(());
-    }
+    };
     let _guard = lun.range_lock.shared(extent);
-    write_from(lun, extent.lba, &data[..bytes], lun.durability(fua))
+    write_from(lun, extent.lba, data, lun.durability(fua))
 }
 
 pub(crate) fn write_and_verify(
@@ -106,13 +117,9 @@ pub(crate) fn write_and_verify(
     check: ByteCheck,
     data: &[u8],
 ) -> Result<(), SenseReason> {
-    check_writable(lun)?;
-    check_range(lun, extent)?;
-    let (extent, bytes) = received(lun, extent, data);
-    if extent.blocks == 0 {
+    let Some((extent, data)) = writable_blocks(lun, extent, data)? else {
         return Ok(());
-    }
-    let data = &data[..bytes];
+    };
     let _guard = lun.range_lock.shared(extent);
     // Verification is of the medium, so the write must reach it (SBC-4, WRITE AND VERIFY).
     write_from(lun, extent.lba, data, Durability::Fua)?;
@@ -166,13 +173,9 @@ pub(crate) fn or_write(
     fua: bool,
     data: &[u8],
 ) -> Result<(), SenseReason> {
-    check_writable(lun)?;
-    check_range(lun, extent)?;
-    let (extent, bytes) = received(lun, extent, data);
-    if extent.blocks == 0 {
+    let Some((extent, data)) = writable_blocks(lun, extent, data)? else {
         return Ok(());
-    }
-    let data = &data[..bytes];
+    };
     // Read-modify-write: exclusive, like COMPARE AND WRITE.
     let _guard = lun.range_lock.exclusive(extent);
     let mut medium = vec![0u8; data.len()];
