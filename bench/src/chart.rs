@@ -208,6 +208,8 @@ mod tests {
                 wall_seconds: 1.0,
                 target_cpu_seconds: 0.0,
                 client_cpu_seconds: 0.0,
+                fio_usr_cpu_percent: None,
+                fio_sys_cpu_percent: None,
                 target_peak_rss_kib: 0,
             }],
         }
@@ -225,6 +227,8 @@ mod tests {
             },
             parameters: Parameters {
                 quick: true,
+                backings: vec![Backing::Ram],
+                workloads: None,
                 runtime_seconds: 1,
                 repetitions: 1,
                 targets: vec![],
@@ -233,13 +237,7 @@ mod tests {
                 reservoir_binary: String::new(),
                 command: String::new(),
             },
-            loopback_floor: Floor {
-                round_trips: 0,
-                rtt_p50_us: 0.0,
-                rtt_p99_us: 0.0,
-                rtt_min_us: 0.0,
-                stream_bytes_per_second: 0.0,
-            },
+            loopback_floor: Floor::fixture(),
             measurements: vec![
                 m(TargetKind::Tgt, RANDREAD_QD32, 40e3),
                 m(TargetKind::Reservoir, RANDREAD_QD32, 80e3),

@@ -102,6 +102,10 @@ pub struct FioResult {
     pub lat_p50_ns: f64,
     pub lat_p99_ns: f64,
     pub lat_p999_ns: f64,
+    /// fio's own CPU use (its job processes, all jobs summed), percent of
+    /// one core over the job's runtime: `usr_cpu` and `sys_cpu`.
+    pub usr_cpu_percent: f64,
+    pub sys_cpu_percent: f64,
 }
 
 // fio's JSON, only the fields used. With unified_rw_reporting=mixed each
@@ -116,6 +120,8 @@ struct Job {
     jobname: String,
     error: i64,
     mixed: Option<Direction>,
+    usr_cpu: f64,
+    sys_cpu: f64,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +186,8 @@ pub fn parse_output(stdout: &str) -> Result<FioResult, ParseError> {
         lat_p50_ns: at("50.000000")?,
         lat_p99_ns: at("99.000000")?,
         lat_p999_ns: at("99.900000")?,
+        usr_cpu_percent: job.usr_cpu,
+        sys_cpu_percent: job.sys_cpu,
     })
 }
 
@@ -219,6 +227,8 @@ mod tests {
         assert_eq!(r.lat_p50_ns, 2056192.0);
         assert_eq!(r.lat_p99_ns, 8028160.0);
         assert_eq!(r.lat_p999_ns, 15400960.0);
+        assert_eq!(r.usr_cpu_percent, 3.423288);
+        assert_eq!(r.sys_cpu_percent, 21.614193);
     }
 
     #[test]
@@ -233,6 +243,15 @@ mod tests {
     fn rejects_truncated_json() {
         let cut = &SAMPLE[..SAMPLE.len() / 2];
         assert!(matches!(parse_output(cut), Err(ParseError::Json { .. })));
+    }
+
+    #[test]
+    fn requires_the_cpu_figures() {
+        let without = SAMPLE.replacen("\"usr_cpu\"", "\"usr_cpu_gone\"", 1);
+        assert!(matches!(
+            parse_output(&without),
+            Err(ParseError::Json { .. })
+        ));
     }
 
     #[test]

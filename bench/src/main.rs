@@ -1,7 +1,8 @@
 //! `reservoir-bench`: Reservoir, tgt and istgt side by side on loopback,
 //! measured with fio's libiscsi engine and libiscsi's iscsi-perf.
 //!
-//! One run: find or build the tools, measure the loopback TCP floor, start
+//! One run: find or build the tools, measure the loopback TCP floor (a
+//! ping-pong between this process and a re-executed copy of itself), start
 //! every target with identical 1 GiB LUNs on free 127.0.0.1 ports, write
 //! each LUN once, then run every point against each target in turn
 //! (interleaved, so drift in a noisy machine hits all targets alike),
@@ -34,11 +35,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 
-use crate::matrix::TargetKind;
+use crate::matrix::{Backing, TargetKind};
 
 /// Benchmark Reservoir against tgt and istgt on this machine (loopback).
 #[derive(Debug, Parser)]
-#[command(name = "reservoir-bench", version)]
+#[command(name = "reservoir-bench", version, after_help = AFTER_HELP)]
 pub struct Args {
     /// What to measure: the iSCSI targets side by side, the snapshot
     /// engine's figures, or the backup engine's.
@@ -50,6 +51,17 @@ pub struct Args {
     /// Targets to compare, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "reservoir,tgt,istgt")]
     pub targets: Vec<TargetKind>,
+    /// Backings to measure, comma separated: `ram` (a RAM LUN on every
+    /// target), `file` (a 1 GiB O_DIRECT file on --scratch, reservoir and
+    /// tgt only). `--backing file` reruns the file matrix alone.
+    #[arg(long, value_delimiter = ',', default_value = "ram,file")]
+    pub backing: Vec<Backing>,
+    /// Only these points, comma separated: randread-qd1, randread-qd32,
+    /// randread-qd128, randwrite-qd32, randrw-qd32, seqread-qd8,
+    /// seqwrite-qd8, randread-qd32-x4 (fio), iscsi-perf [default: all of
+    /// the matrix, or of the --quick matrix].
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub workloads: Option<Vec<String>>,
     /// Seconds per fio run [default: 15, or 5 with --quick].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=600))]
     pub runtime: Option<u64>,
@@ -72,7 +84,25 @@ pub struct Args {
     /// Backup suite: the RAM volume's size [default: 4096, or 1024 with --quick].
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(64..=65536))]
     pub volume_mib: Option<u64>,
+    /// Internal: serve the loopback floor's echo on 127.0.0.1:PORT (the
+    /// bench re-executes itself with this, so client and server are two
+    /// processes).
+    #[arg(long, value_name = "PORT", hide = true)]
+    pub loopback_server: Option<u16>,
 }
+
+const AFTER_HELP: &str = "\
+Targets suite, full matrix (no --quick): on RAM and on file, 4 KiB randread QD1/QD32/QD128,
+4 KiB randwrite QD32, 4 KiB 70/30 randrw QD32, 128 KiB seq read and write QD8, 4 KiB randread
+QD32 from 4 sessions (fio, libiscsi engine), and iscsi-perf 4 KiB randread with 32 in flight;
+3 reps of 15 s on reservoir, tgt, istgt: about 40 min (each run prints its estimate at start).
+
+Examples:
+  reservoir-bench --quick                      a couple of minutes, the goal points
+  reservoir-bench                              the full matrix
+  reservoir-bench --backing file --targets reservoir,tgt
+                                               the file matrix only (about 15 min)
+  reservoir-bench --workloads randread-qd1,seqwrite-qd8 --backing ram";
 
 /// The benchmark suites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,10 +117,11 @@ pub enum Suite {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = match args.suite {
-        Suite::Targets => runner::run(&args),
-        Suite::Snapshot => snapshot_suite::run(&args),
-        Suite::Backup => backup_suite::run(&args),
+    let result = match (args.loopback_server, args.suite) {
+        (Some(port), _) => loopback::serve(port),
+        (None, Suite::Targets) => runner::run(&args),
+        (None, Suite::Snapshot) => snapshot_suite::run(&args),
+        (None, Suite::Backup) => backup_suite::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::loopback::Floor;
-use crate::matrix::{Backing, TargetKind, Workload};
+use crate::loopback::{Floor, RoundTrip};
+use crate::matrix::{Backing, Pattern, TargetKind, Workload};
 use crate::stats::{median, ratio};
 
 /// Which client produced a measurement.
@@ -29,8 +29,13 @@ pub struct Repetition {
     pub wall_seconds: f64,
     /// CPU the target process used during the run (user + system).
     pub target_cpu_seconds: f64,
-    /// CPU the client (fio and its job processes) used during the run.
+    /// CPU the client (fio and its job processes) used during the run,
+    /// from the bench's own accounting of its reaped children.
     pub client_cpu_seconds: f64,
+    /// fio's own report of its jobs' CPU (`usr_cpu`, `sys_cpu`: percent of
+    /// one core over the job's runtime); iscsi-perf reports none.
+    pub fio_usr_cpu_percent: Option<f64>,
+    pub fio_sys_cpu_percent: Option<f64>,
     /// The target's VmHWM after the run.
     pub target_peak_rss_kib: u64,
 }
@@ -57,6 +62,9 @@ pub struct Summary {
     pub target_cpu_s_per_million_ios: Option<f64>,
     /// Client CPU as a percentage of one core.
     pub client_cpu_percent: Option<f64>,
+    /// fio's self-reported user and system CPU, percent of one core.
+    pub fio_usr_cpu_percent: Option<f64>,
+    pub fio_sys_cpu_percent: Option<f64>,
     pub target_peak_rss_mib: f64,
 }
 
@@ -79,6 +87,8 @@ impl Measurement {
             client_cpu_percent: of(&|r| {
                 ratio(r.client_cpu_seconds, r.wall_seconds).map(|x| x * 100.0)
             }),
+            fio_usr_cpu_percent: of(&|r| r.fio_usr_cpu_percent),
+            fio_sys_cpu_percent: of(&|r| r.fio_sys_cpu_percent),
             target_peak_rss_mib: of(&|r| Some(r.target_peak_rss_kib as f64 / 1024.0))
                 .unwrap_or(0.0),
         }
@@ -95,6 +105,9 @@ pub struct Machine {
 #[derive(Debug, Clone, Serialize)]
 pub struct Parameters {
     pub quick: bool,
+    pub backings: Vec<Backing>,
+    /// `--workloads`, when the run measured a subset.
+    pub workloads: Option<Vec<String>>,
     pub runtime_seconds: u64,
     pub repetitions: u32,
     pub targets: Vec<TargetKind>,
@@ -184,8 +197,15 @@ fn times(value: Option<f64>) -> String {
     value.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×"))
 }
 
-const TABLE_HEAD: &str = "| workload | target | IOPS | MB/s | p50 µs | p99 µs | p99.9 µs | target CPU s/M I/O | client CPU % | target peak RSS MiB | ×tgt | ×istgt |\n\
-|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+fn usr_sys(s: &Summary) -> String {
+    match (s.fio_usr_cpu_percent, s.fio_sys_cpu_percent) {
+        (Some(usr), Some(sys)) => format!("{usr:.0}/{sys:.0}"),
+        _ => "–".to_owned(),
+    }
+}
+
+const TABLE_HEAD: &str = "| workload | target | IOPS | MB/s | p50 µs | p99 µs | p99.9 µs | target CPU s/M I/O | client CPU % | fio usr/sys % | target peak RSS MiB | ×tgt | ×istgt |\n\
+|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
 
 /// The Markdown report: header, one table per client and backing, and the
 /// loopback floor with each target's QD1 latency above it.
@@ -205,6 +225,12 @@ pub fn render_markdown(record: &RunRecord) -> String {
         p.repetitions,
     );
     let _ = writeln!(out, "Command: `{}`\n", p.command);
+    let _ = writeln!(
+        out,
+        "Client CPU % is fio and its job processes by the bench's accounting of reaped \
+         children (% of one core over the wall time); fio usr/sys % is fio's own report of its \
+         jobs (`usr_cpu`/`sys_cpu`).\n"
+    );
     let sections = [
         (
             Client::Fio,
@@ -221,6 +247,11 @@ pub fn render_markdown(record: &RunRecord) -> String {
             Backing::Ram,
             "iscsi-perf (libiscsi), RAM-backed LUN",
         ),
+        (
+            Client::IscsiPerf,
+            Backing::File,
+            "iscsi-perf (libiscsi), file on local disk (O_DIRECT)",
+        ),
     ];
     for (client, backing, title) in sections {
         let rows: Vec<&Measurement> = record
@@ -233,7 +264,7 @@ pub fn render_markdown(record: &RunRecord) -> String {
         }
         let _ = writeln!(out, "## {title}\n");
         out.push_str(TABLE_HEAD);
-        for m in rows {
+        for m in &rows {
             let s = m.summary();
             let vs = |peer| {
                 if m.target != TargetKind::Reservoir {
@@ -244,7 +275,7 @@ pub fn render_markdown(record: &RunRecord) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+                "| {} | {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
                 m.workload.name,
                 m.target,
                 s.iops,
@@ -254,12 +285,14 @@ pub fn render_markdown(record: &RunRecord) -> String {
                 opt(s.lat_p999_us, 1),
                 opt(s.target_cpu_s_per_million_ios, 1),
                 opt(s.client_cpu_percent, 0),
+                usr_sys(&s),
                 s.target_peak_rss_mib,
                 times(vs(TargetKind::Tgt)),
                 times(vs(TargetKind::Istgt)),
             );
         }
         out.push('\n');
+        render_client_bound(&mut out, &rows);
     }
     render_floor(&mut out, record);
     if !record.failures.is_empty() {
@@ -272,43 +305,104 @@ pub fn render_markdown(record: &RunRecord) -> String {
     out
 }
 
+/// Sequential write is limited by the client, not the target: the report
+/// states what fio spent to drive it.
+fn render_client_bound(out: &mut String, rows: &[&Measurement]) {
+    let writes: Vec<&&Measurement> = rows
+        .iter()
+        .filter(|m| m.workload.pattern == Pattern::SeqWrite)
+        .collect();
+    if writes.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Sequential write is limited by the client (fio builds and sends every byte): its CPU use per target:\n"
+    );
+    for m in writes {
+        let s = m.summary();
+        let _ = writeln!(
+            out,
+            "- {} {}: {:.1} MB/s with fio at {} % user + {} % system of one core (fio and children: {} %)",
+            m.workload.name,
+            m.target,
+            s.megabytes_per_second,
+            opt(s.fio_usr_cpu_percent, 1),
+            opt(s.fio_sys_cpu_percent, 1),
+            opt(s.client_cpu_percent, 0),
+        );
+    }
+    out.push('\n');
+}
+
+fn round_trip_row(out: &mut String, what: &str, r: &RoundTrip) {
+    let _ = writeln!(
+        out,
+        "| {what} | {} → {} | {:.1} | {:.1} | {:.1} | {} |",
+        r.request_bytes, r.reply_bytes, r.p50_us, r.p99_us, r.min_us, r.round_trips
+    );
+}
+
+/// The issue's goal: a QD1 4 KiB read's median latency within this much of
+/// the loopback round trip measured in the same run.
+const QD1_GOAL_MARGIN_US: f64 = 15.0;
+
 fn render_floor(out: &mut String, record: &RunRecord) {
     let f = &record.loopback_floor;
     let _ = writeln!(out, "## Loopback TCP floor (same run)\n");
+    let _ = writeln!(out, "Method: {}.\n", f.method);
     let _ = writeln!(
         out,
-        "Ping-pong round trip of 48 bytes: p50 {:.1} µs, p99 {:.1} µs, min {:.1} µs ({} round trips). \
-         One stream: {:.2} GB/s.\n",
-        f.rtt_p50_us,
-        f.rtt_p99_us,
-        f.rtt_min_us,
-        f.round_trips,
+        "| round trip | bytes out → back | p50 µs | p99 µs | min µs | round trips |\n|---|---|--:|--:|--:|--:|"
+    );
+    round_trip_row(out, "one iSCSI header each way", &f.header_round_trip);
+    round_trip_row(
+        out,
+        "header out, header + 4 KiB back",
+        &f.read_4k_round_trip,
+    );
+    let _ = writeln!(
+        out,
+        "\nOne stream, client to server process: {:.2} GB/s.\n",
         f.stream_bytes_per_second / 1e9
+    );
+    let _ = writeln!(
+        out,
+        "A QD1 4 KiB read sends a 48-byte SCSI Command PDU and gets back at least a 48-byte \
+         Data-In header and the 4 KiB block (RFC 7143 §11.7; the status may ride on the Data-In \
+         PDU), so the header + 4 KiB round trip is the physical floor of that read: the goal is \
+         its median within {QD1_GOAL_MARGIN_US:.0} µs of it. The 48-byte round trip is shown too: \
+         it is the floor of a header-only exchange and omits copying 4 KiB through the socket \
+         on both sides.\n"
     );
     let qd1: Vec<&Measurement> = record
         .measurements
         .iter()
-        .filter(|m| {
-            m.client == Client::Fio
-                && m.backing == Backing::Ram
-                && m.workload == crate::matrix::RANDREAD_QD1
-        })
+        .filter(|m| m.client == Client::Fio && m.workload == crate::matrix::RANDREAD_QD1)
         .collect();
     if qd1.is_empty() {
         return;
     }
     let _ = writeln!(
         out,
-        "| target | 4k randread QD1 p50 µs | minus RTT p50 µs |\n|---|--:|--:|"
+        "| backing | target | 4k randread QD1 p50 µs | minus 4 KiB RTT p50 µs | minus 48 B RTT p50 µs | within {QD1_GOAL_MARGIN_US:.0} µs |\n|---|---|--:|--:|--:|---|"
     );
     for m in qd1 {
         let p50 = m.summary().lat_p50_us;
+        let over = p50.map(|v| v - f.read_4k_round_trip.p50_us);
         let _ = writeln!(
             out,
-            "| {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
+            m.backing.name(),
             m.target,
             opt(p50, 1),
-            opt(p50.map(|v| v - f.rtt_p50_us), 1)
+            opt(over, 1),
+            opt(p50.map(|v| v - f.header_round_trip.p50_us), 1),
+            match over {
+                Some(o) if o <= QD1_GOAL_MARGIN_US => "yes",
+                Some(_) => "no",
+                None => "–",
+            }
         );
     }
     out.push('\n');
@@ -317,7 +411,7 @@ fn render_floor(out: &mut String, record: &RunRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::{RANDREAD_QD1, RANDREAD_QD32};
+    use crate::matrix::{RANDREAD_QD1, RANDREAD_QD32, SEQWRITE_QD8};
 
     fn rep(iops: f64, p50_ns: f64) -> Repetition {
         Repetition {
@@ -330,6 +424,8 @@ mod tests {
             wall_seconds: 10.0,
             target_cpu_seconds: iops * 10.0 * 20e-6,
             client_cpu_seconds: 5.0,
+            fio_usr_cpu_percent: Some(12.0),
+            fio_sys_cpu_percent: Some(30.0),
             target_peak_rss_kib: 2048,
         }
     }
@@ -355,6 +451,8 @@ mod tests {
             },
             parameters: Parameters {
                 quick: true,
+                backings: Backing::ALL.to_vec(),
+                workloads: None,
                 runtime_seconds: 10,
                 repetitions: 3,
                 targets: TargetKind::ALL.to_vec(),
@@ -363,13 +461,7 @@ mod tests {
                 reservoir_binary: "target/release/reservoir".into(),
                 command: "reservoir-bench --quick".into(),
             },
-            loopback_floor: Floor {
-                round_trips: 1000,
-                rtt_p50_us: 20.0,
-                rtt_p99_us: 40.0,
-                rtt_min_us: 10.0,
-                stream_bytes_per_second: 2.9e9,
-            },
+            loopback_floor: Floor::fixture(),
             measurements: vec![
                 measurement(
                     TargetKind::Reservoir,
@@ -387,6 +479,7 @@ mod tests {
                     RANDREAD_QD1,
                     vec![rep(20_000.0, 30e3)],
                 ),
+                measurement(TargetKind::Tgt, SEQWRITE_QD8, vec![rep(5_000.0, 1e6)]),
             ],
             failures: vec![],
         }
@@ -420,17 +513,24 @@ mod tests {
         );
         assert!(row("tgt").ends_with("| – | – |"));
         assert!(row("reservoir")
-            .contains("| 90000 | 368.6 | 300.0 | 600.0 | 900.0 | 20.0 | 50 | 2.0 |"));
+            .contains("| 90000 | 368.6 | 300.0 | 600.0 | 900.0 | 20.0 | 50 | 12/30 | 2.0 |"));
         assert!(md.contains("## fio (libiscsi engine), RAM-backed LUN"));
         assert!(
             !md.contains("file on local disk"),
             "no file rows, no file table"
         );
         assert!(
-            md.contains("| reservoir | 30.0 | 10.0 |"),
-            "QD1 minus floor:\n{md}"
+            md.contains("| ram | reservoir | 30.0 | 5.0 | 10.0 | yes |"),
+            "QD1 minus both floors:\n{md}"
         );
-        assert!(md.contains("One stream: 2.90 GB/s."));
+        assert!(md.contains("| one iSCSI header each way | 48 → 48 | 20.0 | 40.0 | 10.0 | 1000 |"));
+        assert!(md.contains("| header out, header + 4 KiB back | 48 → 4144 | 25.0 |"));
+        assert!(md.contains("Method: two processes"));
+        assert!(md.contains("One stream, client to server process: 2.90 GB/s."));
+        assert!(
+            md.contains("- 128k write qd8 tgt: 20.5 MB/s with fio at 12.0 % user + 30.0 % system"),
+            "sequential write's client CPU:\n{md}"
+        );
     }
 
     #[test]
@@ -442,6 +542,15 @@ mod tests {
         assert_eq!(first["target"], "reservoir");
         assert_eq!(first["repetitions"].as_array().unwrap().len(), 3);
         assert_eq!(first["median"]["iops"], 90_000.0);
-        assert_eq!(json["measurements"].as_array().unwrap().len(), 4);
+        assert_eq!(json["measurements"].as_array().unwrap().len(), 5);
+        assert_eq!(first["repetitions"][0]["fio_sys_cpu_percent"], 30.0);
+        assert_eq!(first["median"]["fio_usr_cpu_percent"], 12.0);
+        let floor = &json["loopback_floor"];
+        assert!(floor["method"]
+            .as_str()
+            .unwrap()
+            .starts_with("two processes"));
+        assert_eq!(floor["read_4k_round_trip"]["reply_bytes"], 4144);
+        assert_eq!(floor["header_round_trip"]["p50_us"], 20.0);
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
-use crate::matrix::{self, Backing, Point, TargetKind, Workload};
+use crate::matrix::{self, Backing, Plan, Point, TargetKind, Workload};
 use crate::process::{check_interrupted, install_interrupt_handler, run_bounded};
 use crate::report::{Client, Measurement, Parameters, Repetition, RunRecord};
 use crate::targets::{RunningTarget, StartContext};
@@ -19,6 +19,13 @@ const CLIENT_SLACK: Duration = Duration::from_secs(60);
 const FILL_LIMIT: Duration = Duration::from_secs(300);
 /// In-flight requests for the iscsi-perf point (4 KiB random read).
 const ISCSI_PERF_REQUESTS: u32 = 32;
+/// Wall-time estimate, printed at start: login, logout and process start
+/// around each client run; writing a 1 GiB LUN once in RAM and on disk;
+/// starting a target.
+const PER_RUN_OVERHEAD: Duration = Duration::from_secs(1);
+const FILL_RAM_ESTIMATE: Duration = Duration::from_secs(5);
+const FILL_FILE_ESTIMATE: Duration = Duration::from_secs(15);
+const START_ESTIMATE: Duration = Duration::from_secs(3);
 
 pub fn run(args: &Args) -> Result<()> {
     install_interrupt_handler()?;
@@ -26,12 +33,33 @@ pub fn run(args: &Args) -> Result<()> {
     let (started_utc, stamp) = setup::utc_timestamp(started);
     let runtime = Duration::from_secs(args.runtime.unwrap_or(if args.quick { 5 } else { 15 }));
     let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 });
+    let plan = Plan::new(args.quick, &args.backing, args.workloads.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let mut kinds = args.targets.clone();
     kinds.sort();
     kinds.dedup();
-    if kinds.is_empty() {
-        bail!("--targets names no target");
+    for kind in kinds.iter().filter(|&&k| !plan.involves(k)) {
+        progress_note(&format!(
+            "{kind} serves none of the chosen points; not started"
+        ));
     }
+    kinds.retain(|&k| plan.involves(k));
+    if kinds.is_empty() {
+        bail!("no target in --targets serves the chosen points");
+    }
+    let floor_duration = Duration::from_secs(if args.quick { 1 } else { 3 });
+    let runs = plan.runs_per_rep(&kinds) * reps as usize;
+    progress_note(&format!(
+        "{} client runs of {} s on {}: about {} in all",
+        runs,
+        runtime.as_secs(),
+        kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        minutes(estimate(&plan, &kinds, runtime, reps, floor_duration))
+    ));
 
     // Tools. The fio build script installs its own build dependencies.
     let mut packages = vec!["libiscsi-bin", "fonts-dejavu-core"];
@@ -68,12 +96,8 @@ pub fn run(args: &Args) -> Result<()> {
             )
         })?;
 
-    progress_note("measuring the loopback TCP floor");
-    let floor = loopback::measure(if args.quick {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(3)
-    })?;
+    progress_note("measuring the loopback TCP floor (two processes)");
+    let floor = loopback::measure(floor_duration, run_dir.path())?;
 
     let reservoir_binary = reservoir.clone().unwrap_or_default();
     let ctx = StartContext {
@@ -89,7 +113,7 @@ pub fn run(args: &Args) -> Result<()> {
             .push(crate::targets::start(kind, &ctx).with_context(|| format!("starting {kind}"))?);
     }
     for target in &targets {
-        for backing in [Backing::Ram, Backing::File] {
+        for backing in plan.backings() {
             if let Some(url) = target.url(backing) {
                 progress_note(&format!(
                     "writing {} {} LUN once",
@@ -102,7 +126,6 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
 
-    let points = matrix::points(args.quick);
     let mut bench = Bench {
         fio: &fio_path,
         run_dir: run_dir.path(),
@@ -110,12 +133,14 @@ pub fn run(args: &Args) -> Result<()> {
         reps,
         measurements: Vec::new(),
         failures: Vec::new(),
-        progress: Progress::new(count_runs(&points, &targets, reps), runtime),
+        progress: Progress::new(runs, runtime),
     };
-    for point in &points {
+    for point in &plan.fio {
         bench.fio_point(point, &mut targets)?;
     }
-    bench.iscsi_perf_point(&mut targets)?;
+    for &backing in &plan.iscsi_perf {
+        bench.iscsi_perf_point(backing, &mut targets)?;
+    }
     progress_note("stopping targets");
     drop(targets);
 
@@ -125,6 +150,8 @@ pub fn run(args: &Args) -> Result<()> {
         machine: setup::machine(),
         parameters: Parameters {
             quick: args.quick,
+            backings: plan.backings().collect(),
+            workloads: args.workloads.clone(),
             runtime_seconds: runtime.as_secs(),
             repetitions: reps,
             targets: kinds,
@@ -142,18 +169,32 @@ pub fn run(args: &Args) -> Result<()> {
     write_outputs(&record, &out_dir, &stamp)
 }
 
-fn count_runs(points: &[Point], targets: &[RunningTarget], reps: u32) -> usize {
-    let per_rep: usize = points
-        .iter()
-        .map(|p| {
-            targets
+/// The run's wall time, roughly: the client runs dominate.
+fn estimate(
+    plan: &Plan,
+    kinds: &[TargetKind],
+    runtime: Duration,
+    reps: u32,
+    floor_duration: Duration,
+) -> Duration {
+    let runs = (plan.runs_per_rep(kinds) * reps as usize) as u32;
+    let fills: Duration = plan
+        .backings()
+        .map(|backing| {
+            let luns = kinds
                 .iter()
-                .filter(|t| t.url(p.backing).is_some())
-                .count()
+                .filter(|k| backing == Backing::Ram || k.serves_file())
+                .count() as u32;
+            luns * match backing {
+                Backing::Ram => FILL_RAM_ESTIMATE,
+                Backing::File => FILL_FILE_ESTIMATE,
+            }
         })
-        .sum::<usize>()
-        + targets.len();
-    per_rep * reps as usize
+        .sum();
+    (runtime + PER_RUN_OVERHEAD) * runs
+        + fills
+        + START_ESTIMATE * kinds.len() as u32
+        + floor_duration * 3
 }
 
 pub fn command_line() -> String {
@@ -195,6 +236,8 @@ struct ClientResult {
     bytes_per_second: f64,
     total_ios: f64,
     latency_ns: Option<[f64; 3]>,
+    /// fio's own user and system CPU, percent of one core.
+    fio_cpu_percent: Option<(f64, f64)>,
 }
 
 impl Bench<'_> {
@@ -244,6 +287,7 @@ impl Bench<'_> {
                         bytes_per_second: r.bytes_per_second,
                         total_ios: r.total_ios as f64,
                         latency_ns: Some([r.lat_p50_ns, r.lat_p99_ns, r.lat_p999_ns]),
+                        fio_cpu_percent: Some((r.usr_cpu_percent, r.sys_cpu_percent)),
                     })
                 });
                 self.record(first + slot, &label, result)?;
@@ -252,26 +296,30 @@ impl Bench<'_> {
         Ok(())
     }
 
-    fn iscsi_perf_point(&mut self, targets: &mut [RunningTarget]) -> Result<()> {
+    fn iscsi_perf_point(&mut self, backing: Backing, targets: &mut [RunningTarget]) -> Result<()> {
         let workload: Workload = matrix::RANDREAD_QD32;
+        let serving: Vec<usize> = (0..targets.len())
+            .filter(|&i| targets[i].url(backing).is_some())
+            .collect();
         let first = self.measurements.len();
-        for target in targets.iter() {
+        for &i in &serving {
             self.measurements.push(Measurement {
                 client: Client::IscsiPerf,
-                backing: Backing::Ram,
+                backing,
                 workload,
-                target: target.kind,
+                target: targets[i].kind,
                 repetitions: Vec::new(),
             });
         }
         for rep in 1..=self.reps {
-            for (slot, target) in targets.iter_mut().enumerate() {
-                let url = target
-                    .url(Backing::Ram)
-                    .context("every target serves RAM")?;
+            for (slot, &i) in serving.iter().enumerate() {
+                let target = &mut targets[i];
+                let url = target.url(backing).context("target serves this backing")?;
                 let label = format!(
-                    "iscsi-perf ram 4k randread qd32 · {} · rep {rep}/{}",
-                    target.kind, self.reps
+                    "iscsi-perf {} 4k randread qd32 · {} · rep {rep}/{}",
+                    backing.name(),
+                    target.kind,
+                    self.reps
                 );
                 self.progress.start(&label);
                 let args = iscsi_perf::args(&url, ISCSI_PERF_REQUESTS, self.runtime);
@@ -294,6 +342,7 @@ impl Bench<'_> {
                         // iscsi-perf prints averages only.
                         total_ios: r.iops * runtime.as_secs_f64(),
                         latency_ns: None,
+                        fio_cpu_percent: None,
                     })
                 });
                 self.record(first + slot, &label, result)?;
@@ -319,6 +368,9 @@ impl Bench<'_> {
         target.process.check_alive()?;
         let after = procfs::sample(target.pid())?;
         let [p50, p99, p999] = result.latency_ns.map_or([None; 3], |l| l.map(Some));
+        let (fio_usr, fio_sys) = result
+            .fio_cpu_percent
+            .map_or((None, None), |(usr, sys)| (Some(usr), Some(sys)));
         Ok(Repetition {
             iops: result.iops,
             bytes_per_second: result.bytes_per_second,
@@ -329,6 +381,8 @@ impl Bench<'_> {
             wall_seconds,
             target_cpu_seconds: after.cpu_seconds - before.cpu_seconds,
             client_cpu_seconds,
+            fio_usr_cpu_percent: fio_usr,
+            fio_sys_cpu_percent: fio_sys,
             target_peak_rss_kib: after.peak_rss_kib,
         })
     }
@@ -364,7 +418,7 @@ impl Progress {
             total,
             done: 0,
             // fio's login, logout and process start add about a second.
-            per_run: runtime + Duration::from_secs(1),
+            per_run: runtime + PER_RUN_OVERHEAD,
             started: Instant::now(),
         }
     }
@@ -427,4 +481,24 @@ fn write_outputs(record: &RunRecord, out_dir: &Path, stamp: &str) -> Result<()> 
         eprintln!("reservoir-bench: wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_matrix_estimate() {
+        let plan = Plan::new(false, &Backing::ALL, None).unwrap();
+        let e = estimate(
+            &plan,
+            &TargetKind::ALL,
+            Duration::from_secs(15),
+            3,
+            Duration::from_secs(3),
+        );
+        // 45 runs × 3 reps × 16 s, 3 RAM and 2 file fills, 3 starts, the floor.
+        assert_eq!(e.as_secs(), 135 * 16 + 15 + 30 + 9 + 9);
+        assert_eq!(minutes(e), "37m03s");
+    }
 }
