@@ -108,4 +108,8 @@ impl Bdev for SnapshotOrigin {
         st.chunks = bytes.div_ceil(u64::from(self.engine.chunk_size().bytes()));
         Ok(())
     }
+
+    fn prefers_offload(&self) -> bool {
+        self.engine.base.prefers_offload()
+    }
 }

@@ -104,4 +104,9 @@ impl Bdev for SnapshotView {
             what: "resizing a snapshot",
         })
     }
+
+    /// Reads go to the origin's base bdev (and the differential area).
+    fn prefers_offload(&self) -> bool {
+        self.engine.base.prefers_offload()
+    }
 }

@@ -590,6 +590,11 @@ impl Bdev for FileBdev {
         self.block_count.store(blocks.0, Ordering::Release);
         Ok(())
     }
+
+    /// Every call waits for the device (one submission per call).
+    fn prefers_offload(&self) -> bool {
+        true
+    }
 }
 
 /// How long opening a file bdev waits for the previous holder's lock: a

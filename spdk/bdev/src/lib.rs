@@ -91,4 +91,12 @@ pub trait Bdev: Send + Sync + std::fmt::Debug {
 
     /// Grows or shrinks the device to `blocks` blocks.
     fn resize(&self, blocks: BlockCount) -> Result<(), BdevError>;
+
+    /// Whether a read or write may block the calling thread for a device's
+    /// latency (a file or a disk) rather than return at memory speed. A
+    /// transport runs such bdevs' data transfers on worker threads, so that
+    /// a reactor keeps many of them in flight instead of waiting for each.
+    fn prefers_offload(&self) -> bool {
+        false
+    }
 }

@@ -18,6 +18,7 @@ use crate::login::{
     Established, Login, LoginContext, LoginStatus, LoginStep, SessionType,
     DEFAULT_MAX_RECV_DATA_SEGMENT,
 };
+use crate::offload::{Finished, Offloaded};
 use crate::pdu::{
     decode_frame, Digests, Frame, FrameError, FrameLimits, LoginRequest, Pdu, Stage, TargetPdu, Ttt,
 };
@@ -262,6 +263,34 @@ impl Connection {
         }
     }
 
+    /// The next command whose block I/O should run on a worker thread
+    /// ([`Offloaded::run`]); the reactor asks after feeding input.
+    pub fn next_offloaded(&mut self) -> Option<Offloaded> {
+        match &mut self.phase {
+            Phase::FullFeature(session) if self.tx.closing == Closing::Open => {
+                session.next_offloaded()
+            }
+            _ => None,
+        }
+    }
+
+    /// An offloaded I/O has ended: queues its Data-In and SCSI Response
+    /// (or, for a task aborted meanwhile, the task management response
+    /// that waited for it). Harmless on a closed connection.
+    pub fn complete(&mut self, finished: Finished) {
+        if let Phase::FullFeature(session) = &mut self.phase {
+            session.complete(&mut self.tx, finished);
+        }
+    }
+
+    /// Commands whose I/O was offloaded and has not completed.
+    pub fn in_flight(&self) -> usize {
+        match &self.phase {
+            Phase::FullFeature(session) => session.in_flight.len(),
+            Phase::Login(_) => 0,
+        }
+    }
+
     /// The reactor closes the socket once this is true and no output is
     /// left (output is dropped when closing for an error).
     pub fn is_closed(&self) -> bool {
@@ -318,7 +347,7 @@ impl Connection {
                 // The target picks StatSN; continuing the initiator's
                 // ExpStatSN keeps both sides in step (§4.2.2.2).
                 self.tx.start_stat_sn(req.exp_stat_sn);
-                self.tx.exp_cmd_sn = req.cmd_sn;
+                self.tx.start_cmd_sn(req.cmd_sn);
                 lp.first = Some(req.clone());
                 req.clone()
             }

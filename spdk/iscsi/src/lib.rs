@@ -18,6 +18,7 @@ mod connection;
 mod discovery;
 pub mod fuzzing;
 mod login;
+mod offload;
 mod pdu;
 mod registry;
 mod serial;
@@ -28,6 +29,7 @@ mod tmf;
 mod tx;
 
 pub use connection::{Connection, PortalContext};
+pub use offload::{Finished, Offloaded};
 pub use registry::{Isid, SessionInfo, Sessions};
 pub use serial::CmdSn;
 pub use target::{Access, Credentials, TargetNode, Targets};

@@ -8,11 +8,14 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use reservoir_scsi::{Completion, DataDirection, Nexus, Status};
+use std::collections::VecDeque;
+
+use reservoir_scsi::{Completion, DataDirection, Nexus, Started, Status};
 
 use crate::connection::PortalContext;
 use crate::discovery;
 use crate::login::{keys, Established, KeyAnswer, Params, SessionType, OUR_MAX_RECV_DATA_SEGMENT};
+use crate::offload::{Finished, InFlight, Offloaded, PendingTmf};
 use crate::pdu::{
     Frame, Itt, LogoutReason, LogoutRequest, NopOut, Pdu, Residual, ScsiCommand, TargetPdu,
     TextRequest, Ttt, BHS_LEN, RESERVED_TAG,
@@ -63,6 +66,13 @@ pub(crate) struct Session {
     /// Reserved for a full command window up front, so that taking on
     /// commands does not allocate.
     pub tasks: HashMap<Itt, Task>,
+    /// Tasks whose block I/O runs on a worker, by ITT (which stays taken
+    /// until the I/O ends, even for an aborted task).
+    pub in_flight: HashMap<Itt, InFlight>,
+    /// I/O the reactor has not handed to a worker yet.
+    offloaded: VecDeque<Offloaded>,
+    /// Task management responses waiting for aborted I/O to end, oldest first.
+    pub pending_tmfs: Vec<PendingTmf>,
     text_partial: Vec<u8>,
     /// A Text response still to be sent in pieces: (ITT, TTT, rest).
     text_pending: Option<(Itt, Ttt, Vec<u8>)>,
@@ -87,6 +97,9 @@ impl Session {
             handle,
             held: Vec::with_capacity(CMD_WINDOW as usize),
             tasks: HashMap::with_capacity(CMD_WINDOW as usize),
+            in_flight: HashMap::with_capacity(CMD_WINDOW as usize),
+            offloaded: VecDeque::with_capacity(CMD_WINDOW as usize),
+            pending_tmfs: Vec::new(),
             text_partial: Vec::new(),
             text_pending: None,
         }
@@ -215,7 +228,7 @@ impl Session {
     }
 
     /// In the window and not a duplicate of a request already waiting.
-    fn admissible(&self, tx: &Tx, cmd_sn: CmdSn) -> bool {
+    fn admissible(&self, tx: &mut Tx, cmd_sn: CmdSn) -> bool {
         let ok = cmd_sn.in_window(tx.exp_cmd_sn, tx.max_cmd_sn())
             && self.held.iter().all(|(sn, _)| *sn != cmd_sn);
         if !ok {
@@ -279,7 +292,7 @@ impl Session {
         let problem = if c.read && c.write {
             // Bidirectional commands are not supported by the SCSI layer.
             refuse(reject::COMMAND_NOT_SUPPORTED)
-        } else if self.tasks.contains_key(&c.itt) {
+        } else if self.tasks.contains_key(&c.itt) || self.in_flight.contains_key(&c.itt) {
             refuse(reject::TASK_IN_PROGRESS)
         } else if !data.is_empty()
             && (!self.params.immediate_data
@@ -354,7 +367,7 @@ impl Session {
         }
     }
 
-    fn execute(&mut self, tx: &mut Tx, task: Task) {
+    fn execute(&mut self, tx: &mut Tx, mut task: Task) {
         let mut data_in = tx.buffers.take(data_in_capacity(&task));
         let completion = match (&task.command, &self.target, &mut self.nexus) {
             // Aborted by another nexus's PREEMPT AND ABORT while it waited
@@ -367,7 +380,25 @@ impl Session {
                 // Everything that arrived: the SCSI layer uses what the CDB
                 // asks for, and commands that must match the initiator's
                 // buffer exactly (COMPARE AND WRITE) can tell when it does not.
-                target.device.execute(nexus, cmd, &task.data, &mut data_in)
+                match target.device.start(nexus, cmd, &task.data, &mut data_in) {
+                    Started::Done(completion) => completion,
+                    Started::Io(io) => {
+                        let data_out = std::mem::take(&mut task.data);
+                        self.offloaded.push_back(Offloaded {
+                            itt: task.itt,
+                            io,
+                            data_out,
+                            data_in,
+                        });
+                        let flight = InFlight {
+                            task,
+                            aborted: false,
+                        };
+                        self.in_flight.insert(flight.task.itt, flight);
+                        tx.in_flight += 1;
+                        return;
+                    }
+                }
             }
             (Err(failed), _, _) => *failed,
             // A normal session always has a target and a nexus.
@@ -377,6 +408,54 @@ impl Session {
                 return;
             }
         };
+        self.respond(tx, task, completion, data_in);
+    }
+
+    /// An offloaded task's I/O has ended: its response goes out as if it
+    /// had run inline, unless task management aborted it meanwhile.
+    pub fn complete(&mut self, tx: &mut Tx, finished: Finished) {
+        let Finished {
+            itt,
+            completion,
+            data_out,
+            mut data_in,
+        } = finished;
+        let Some(InFlight { mut task, aborted }) = self.in_flight.remove(&itt) else {
+            // Its session was logged out meanwhile.
+            tx.buffers.give(data_out);
+            tx.buffers.give(data_in);
+            return;
+        };
+        tx.in_flight = tx.in_flight.saturating_sub(1);
+        task.data = data_out;
+        if aborted {
+            tx.buffers.give(task.data);
+            tx.buffers.give(data_in);
+            self.settle_tmfs(tx, itt);
+            return;
+        }
+        // A PREEMPT AND ABORT while the I/O ran (SPC-4 5.13.11.5).
+        let preempted = self
+            .nexus
+            .as_ref()
+            .is_some_and(|nexus| nexus.abort_epoch(task.lun) != task.abort_epoch);
+        let completion = if preempted {
+            data_in.clear();
+            Completion::task_aborted()
+        } else {
+            completion
+        };
+        self.respond(tx, task, completion, data_in);
+    }
+
+    /// The next offloaded I/O to hand to a worker.
+    pub fn next_offloaded(&mut self) -> Option<Offloaded> {
+        self.offloaded.pop_front()
+    }
+
+    /// Data-In and SCSI Response for a task that has run, with residuals
+    /// (§11.4.5) and status or sense; the one ending of every command.
+    fn respond(&mut self, tx: &mut Tx, task: Task, completion: Completion, mut data_in: Vec<u8>) {
         let moved = match task.transfer.direction {
             DataDirection::In => data_in.len().min(task.expected_len as usize) as u64,
             DataDirection::Out => (task.data.len() as u64).min(task.transfer.bytes),
@@ -589,7 +668,12 @@ impl Session {
         };
         tx.send(&pdu, &[]);
         if response == 0 {
+            // I/O still on a worker ends there; its completion finds no task.
             self.tasks.clear();
+            self.in_flight.clear();
+            self.offloaded.clear();
+            self.pending_tmfs.clear();
+            tx.in_flight = 0;
             tx.close(Closing::AfterFlush);
         }
     }

@@ -13,6 +13,8 @@ use crate::login::{chap_response, decode_binary, encode_hex, keys};
 use crate::pdu::Digests;
 use crate::{Access, Connection, Credentials, PortalContext, Sessions, TargetNode, Targets};
 
+mod offload;
+
 const TARGET: &str = "iqn.2026-01.io.reservoir:vol0";
 const OTHER: &str = "iqn.2026-01.io.reservoir:secret";
 const INITIATOR: &str = "iqn.2026-01.io.test:host1";

@@ -1,7 +1,10 @@
-//! Task management (RFC 7143 §11.5, §11.6). Commands run synchronously, so
-//! the only tasks a function can find are those still collecting Data-Out
-//! or waiting for their CmdSN turn.
+//! Task management (RFC 7143 §11.5, §11.6). A function finds tasks still
+//! collecting Data-Out or waiting for their CmdSN turn, which it removes at
+//! once, and tasks whose block I/O is on a worker, which cannot be called
+//! back: those are marked aborted, and the function's response waits until
+//! their I/O has ended (their own responses are discarded).
 
+use crate::offload::PendingTmf;
 use crate::pdu::{Itt, Pdu, TargetPdu, TaskManagementRequest, TmfFunction};
 use crate::serial::CmdSn;
 use crate::session::{Held, Session};
@@ -19,12 +22,13 @@ mod response {
 impl Session {
     pub(crate) fn on_task_management(&mut self, tx: &mut Tx, t: TaskManagementRequest) {
         let mut close = false;
+        let mut waiting = Vec::new();
         let code = match t.function {
-            TmfFunction::AbortTask => self.abort_task(tx, &t),
+            TmfFunction::AbortTask => self.abort_task(tx, &t, &mut waiting),
             TmfFunction::AbortTaskSet | TmfFunction::ClearTaskSet => {
                 if self.lun_exists(t.lun) {
-                    // Other nexuses' tasks have all completed already.
-                    self.abort_where(|lun, _| lun == t.lun);
+                    // Other nexuses' tasks are not ours to abort here.
+                    waiting = self.abort_where(|lun, _| lun == t.lun);
                     response::FUNCTION_COMPLETE
                 } else {
                     response::LUN_DOES_NOT_EXIST
@@ -33,7 +37,7 @@ impl Session {
             TmfFunction::LogicalUnitReset => match &self.target {
                 Some(target) if self.lun_exists(t.lun) => match target.device.lun_reset(t.lun) {
                     Ok(()) => {
-                        self.abort_where(|lun, _| lun == t.lun);
+                        waiting = self.abort_where(|lun, _| lun == t.lun);
                         response::FUNCTION_COMPLETE
                     }
                     Err(e) => {
@@ -47,7 +51,7 @@ impl Session {
                 if let Some(target) = &self.target {
                     target.device.target_reset();
                 }
-                self.abort_where(|_, _| true);
+                waiting = self.abort_where(|_, _| true);
                 // §11.5.1: a cold reset also drops the connection, after
                 // the response.
                 close = t.function == TmfFunction::TargetColdReset;
@@ -57,16 +61,28 @@ impl Session {
             TmfFunction::TaskReassign => response::REASSIGNMENT_NOT_SUPPORTED,
             TmfFunction::ClearAca | TmfFunction::Other(_) => response::FUNCTION_NOT_SUPPORTED,
         };
-        let pdu = TargetPdu::TaskManagementResponse {
+        let pending = PendingTmf {
             itt: t.itt,
             response: code,
-            stat_sn: tx.take_stat_sn(),
-            exp_cmd_sn: tx.exp_cmd_sn,
-            max_cmd_sn: tx.max_cmd_sn(),
+            close,
+            waiting,
         };
-        tx.send(&pdu, &[]);
-        if close {
-            tx.close(Closing::AfterFlush);
+        if pending.waiting.is_empty() {
+            send_tmf_response(tx, &pending);
+        } else {
+            self.pending_tmfs.push(pending);
+        }
+    }
+
+    /// An aborted task's I/O has ended: answers the functions that waited
+    /// for it and nothing else.
+    pub(crate) fn settle_tmfs(&mut self, tx: &mut Tx, ended: Itt) {
+        for pending in &mut self.pending_tmfs {
+            pending.waiting.retain(|itt| *itt != ended);
+        }
+        while let Some(i) = self.pending_tmfs.iter().position(|p| p.waiting.is_empty()) {
+            let pending = self.pending_tmfs.remove(i);
+            send_tmf_response(tx, &pending);
         }
     }
 
@@ -78,10 +94,10 @@ impl Session {
 
     /// ABORT TASK (§11.5.1): the referenced task is removed without a
     /// response of its own.
-    fn abort_task(&mut self, tx: &mut Tx, t: &TaskManagementRequest) -> u8 {
+    fn abort_task(&mut self, tx: &mut Tx, t: &TaskManagementRequest, waiting: &mut Vec<Itt>) -> u8 {
         let rtt = t.referenced_task;
-        if self.tasks.contains_key(&rtt) {
-            self.abort_where(|_, itt| itt == rtt);
+        if self.tasks.contains_key(&rtt) || self.in_flight.contains_key(&rtt) {
+            *waiting = self.abort_where(|_, itt| itt == rtt);
             return response::FUNCTION_COMPLETE;
         }
         // A request still waiting for its CmdSN turn.
@@ -105,8 +121,10 @@ impl Session {
         response::TASK_DOES_NOT_EXIST
     }
 
-    /// Removes matching tasks; their CmdSNs stay accounted for.
-    fn abort_where(&mut self, matches: impl Fn(u64, Itt) -> bool) {
+    /// Removes matching tasks (their CmdSNs stay accounted for) and marks
+    /// matching in-flight ones aborted; returns those, whose I/O the
+    /// function's response waits for.
+    fn abort_where(&mut self, matches: impl Fn(u64, Itt) -> bool) -> Vec<Itt> {
         let doomed: Vec<Itt> = self
             .tasks
             .values()
@@ -122,5 +140,28 @@ impl Session {
                 }
             }
         }
+        let mut running = Vec::new();
+        for flight in self.in_flight.values_mut() {
+            if matches(flight.task.lun, flight.task.itt) {
+                tracing::debug!(itt = flight.task.itt.0, "in-flight task aborted");
+                flight.aborted = true;
+                running.push(flight.task.itt);
+            }
+        }
+        running
+    }
+}
+
+fn send_tmf_response(tx: &mut Tx, pending: &PendingTmf) {
+    let pdu = TargetPdu::TaskManagementResponse {
+        itt: pending.itt,
+        response: pending.response,
+        stat_sn: tx.take_stat_sn(),
+        exp_cmd_sn: tx.exp_cmd_sn,
+        max_cmd_sn: tx.max_cmd_sn(),
+    };
+    tx.send(&pdu, &[]);
+    if pending.close {
+        tx.close(Closing::AfterFlush);
     }
 }

@@ -72,6 +72,10 @@ pub(crate) struct Tx {
     /// The initiator's ExpStatSN: statuses up to here were received.
     acked_stat_sn: u32,
     pub exp_cmd_sn: CmdSn,
+    /// The largest MaxCmdSN handed out so far.
+    advertised_max: CmdSn,
+    /// Commands whose block I/O runs on a worker thread.
+    pub in_flight: u32,
     pub digests: Digests,
     pub closing: Closing,
     next_ttt: u32,
@@ -90,6 +94,8 @@ impl Tx {
             stat_sn: 0,
             acked_stat_sn: 0,
             exp_cmd_sn: CmdSn(0),
+            advertised_max: CmdSn(0),
+            in_flight: 0,
             digests: Digests::default(),
             closing: Closing::Open,
             next_ttt: 0,
@@ -206,8 +212,23 @@ impl Tx {
         }
     }
 
-    pub fn max_cmd_sn(&self) -> CmdSn {
-        self.exp_cmd_sn.advanced_by(CMD_WINDOW - 1)
+    /// The session's first CmdSN is the login's (§4.2.2.1).
+    pub fn start_cmd_sn(&mut self, cmd_sn: CmdSn) {
+        self.exp_cmd_sn = cmd_sn;
+        self.advertised_max = cmd_sn.advanced_by(CMD_WINDOW - 1);
+    }
+
+    /// MaxCmdSN (§4.2.2.1): the window is [`CMD_WINDOW`] commands, less
+    /// those still running on a worker, so commands accepted and not yet
+    /// answered stay bounded. It never moves back: an initiator ignores a
+    /// smaller value and may already use the room it was given.
+    pub fn max_cmd_sn(&mut self) -> CmdSn {
+        let room = (CMD_WINDOW - 1).saturating_sub(self.in_flight);
+        let max = self.exp_cmd_sn.advanced_by(room);
+        if max > self.advertised_max {
+            self.advertised_max = max;
+        }
+        self.advertised_max
     }
 
     /// StatSN for a status-carrying PDU; advances it (§4.2.2.2).

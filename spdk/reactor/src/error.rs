@@ -15,6 +15,11 @@ pub enum ReactorError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the bdev worker threads")]
+    Workers {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no reactor cores configured")]
     NoCores,
 }

@@ -6,11 +6,16 @@
 //! whole of its life. Reactors share nothing on the I/O path: each owns its
 //! `mio::Poll`, its connections and their buffers; the only cross-reactor
 //! traffic is the hand-off message and a wake-up.
+//!
+//! Block I/O on a LUN whose bdev blocks (a file or a device) runs on a
+//! shared pool of worker threads instead, and comes back to the owning
+//! reactor through the same inbox and wake-up; RAM LUNs run inline.
 
 mod affinity;
 mod error;
 mod pool;
 mod reactor;
+mod workers;
 
 pub use error::ReactorError;
 pub use pool::{ReactorPool, ReactorStats};

@@ -9,6 +9,7 @@ use reservoir_iscsi::PortalContext;
 
 use crate::affinity;
 use crate::reactor::{Inbox, Message, Reactor, Slot};
+use crate::workers::{WorkerPool, WORKERS};
 use crate::ReactorError;
 
 /// What one reactor is doing, for `reservoir` status commands.
@@ -25,6 +26,7 @@ pub struct ReactorPool {
     slots: Arc<[Slot]>,
     cores: Vec<usize>,
     threads: Vec<JoinHandle<()>>,
+    workers: WorkerPool,
 }
 
 impl ReactorPool {
@@ -55,19 +57,24 @@ impl ReactorPool {
             })
             .collect::<Result<Vec<_>, ReactorError>>()?;
 
+        let mut workers = WorkerPool::new();
         let mut reactors = Vec::with_capacity(cores.len());
         let mut slots = Vec::with_capacity(cores.len());
         for (index, &core) in cores.iter().enumerate() {
             let (sender, receiver) = mpsc::channel();
             let load = Arc::new(AtomicUsize::new(0));
-            let reactor =
-                Reactor::new(index, receiver, load.clone(), context.clone()).map_err(|source| {
-                    ReactorError::Spawn {
-                        index,
-                        core,
-                        source,
-                    }
-                })?;
+            let reactor = Reactor::new(
+                index,
+                receiver,
+                load.clone(),
+                context.clone(),
+                workers.handle(index),
+            )
+            .map_err(|source| ReactorError::Spawn {
+                index,
+                core,
+                source,
+            })?;
             slots.push(Slot {
                 inbox: Inbox::new(sender, reactor.waker()),
                 load,
@@ -76,6 +83,9 @@ impl ReactorPool {
         }
         // Reactor 0 accepts; every reactor can hand a new connection to any other.
         let slots: Arc<[Slot]> = slots.into();
+        workers
+            .start(WORKERS, slots.clone())
+            .map_err(|source| ReactorError::Workers { source })?;
         let mut threads = Vec::with_capacity(cores.len());
         let mut listeners = Some(listeners);
         for (index, (mut reactor, &core)) in reactors.into_iter().zip(&cores).enumerate() {
@@ -107,6 +117,7 @@ impl ReactorPool {
             slots,
             cores,
             threads,
+            workers,
         })
     }
 
@@ -122,7 +133,8 @@ impl ReactorPool {
     }
 
     /// Stops accepting, lets every reactor flush what it has queued for its
-    /// connections and close them, and waits for all reactor threads.
+    /// connections and close them, and waits for all reactor threads, then
+    /// for the bdev workers to finish the I/O they were given.
     pub fn stop(self) {
         for slot in self.slots.iter() {
             slot.inbox.send(Message::Stop);
@@ -132,5 +144,6 @@ impl ReactorPool {
                 tracing::error!("a reactor thread panicked while stopping");
             }
         }
+        self.workers.join();
     }
 }

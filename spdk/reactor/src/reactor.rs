@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use reservoir_iscsi::{Connection, PortalContext};
+use reservoir_iscsi::{Connection, Finished, PortalContext};
+
+use crate::workers::{Job, Workers};
 
 /// How often connection timers run (NOP-In pings, login and logout timeouts).
 const TICK: Duration = Duration::from_millis(100);
@@ -29,6 +31,13 @@ const FIRST_LISTENER: usize = usize::MAX - 1;
 
 pub(crate) enum Message {
     Adopt(TcpStream),
+    /// A worker ran an offloaded I/O of the connection in `slot`, if that
+    /// is still the connection numbered `generation`.
+    Finished {
+        slot: usize,
+        generation: u64,
+        finished: Finished,
+    },
     Stop,
 }
 
@@ -61,6 +70,9 @@ pub(crate) struct Slot {
 }
 
 struct Peer {
+    /// Tells this connection from a later one in the same slot, so that a
+    /// completion for a connection that has ended is dropped.
+    generation: u64,
     stream: TcpStream,
     connection: Connection,
     /// The socket may hold bytes we have not read (we stopped on backpressure).
@@ -80,6 +92,11 @@ pub(crate) struct Reactor {
     pool: Option<Arc<[Slot]>>,
     connections: Vec<Option<Peer>>,
     free_slots: Vec<usize>,
+    next_generation: u64,
+    /// Where offloaded I/O goes, and how its completion finds its way back.
+    workers: Workers,
+    /// Connections that received completions in this turn of the loop.
+    completed: Vec<usize>,
 }
 
 impl Reactor {
@@ -88,6 +105,7 @@ impl Reactor {
         inbox: mpsc::Receiver<Message>,
         load: Arc<AtomicUsize>,
         context: Arc<PortalContext>,
+        workers: Workers,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -102,6 +120,9 @@ impl Reactor {
             pool: None,
             connections: Vec::new(),
             free_slots: Vec::new(),
+            next_generation: 0,
+            workers,
+            completed: Vec::new(),
         })
     }
 
@@ -173,13 +194,43 @@ impl Reactor {
 
     /// Returns true when the pool asked this reactor to stop.
     fn drain_inbox(&mut self) -> bool {
+        let mut stop = false;
         while let Ok(message) = self.inbox.try_recv() {
             match message {
                 Message::Adopt(stream) => self.adopt(stream),
-                Message::Stop => return true,
+                Message::Finished {
+                    slot,
+                    generation,
+                    finished,
+                } => self.complete(slot, generation, finished),
+                Message::Stop => {
+                    stop = true;
+                    break;
+                }
             }
         }
-        false
+        self.service_completed();
+        stop
+    }
+
+    /// Hands an I/O's result to its connection; the connection is serviced
+    /// once for all the completions that arrived together.
+    fn complete(&mut self, slot: usize, generation: u64, finished: Finished) {
+        if let Some(peer) = self.connections.get_mut(slot).and_then(Option::as_mut) {
+            if peer.generation == generation {
+                peer.connection.complete(finished);
+                self.completed.push(slot);
+            }
+        }
+    }
+
+    fn service_completed(&mut self) {
+        self.completed.sort_unstable();
+        self.completed.dedup();
+        for i in 0..self.completed.len() {
+            self.service(self.completed[i], false);
+        }
+        self.completed.clear();
     }
 
     fn accept(&mut self, listener: usize) {
@@ -239,7 +290,9 @@ impl Reactor {
         }
         tracing::debug!(reactor = self.index, %remote, "connection adopted");
         let connection = Connection::new(self.context.clone(), local, remote, Instant::now());
+        self.next_generation += 1;
         self.connections[slot] = Some(Peer {
+            generation: self.next_generation,
             stream,
             connection,
             unread: true,
@@ -254,6 +307,7 @@ impl Reactor {
         let Some(peer) = self.connections.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
+        let workers = &self.workers;
         peer.unread |= readable;
         let mut open = true;
         loop {
@@ -278,6 +332,14 @@ impl Reactor {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progressed = true,
                     Err(_) => open = false,
                 }
+            }
+            // Before writing, so the I/O starts while the responses go out.
+            while let Some(io) = peer.connection.next_offloaded() {
+                workers.submit(Job {
+                    io,
+                    slot,
+                    generation: peer.generation,
+                });
             }
             match flush(peer) {
                 Ok(wrote) => progressed |= wrote,
@@ -319,12 +381,35 @@ impl Reactor {
         }
     }
 
+    /// Offloaded I/O of this reactor's connections not completed yet.
+    fn in_flight(&self) -> usize {
+        self.connections
+            .iter()
+            .flatten()
+            .map(|peer| peer.connection.in_flight())
+            .sum()
+    }
+
     /// Stops accepting, gives queued responses a bounded time to drain, and
     /// closes every connection (commands waiting for data are failed by
     /// dropping them with their connection).
     fn shut_down(mut self) {
         self.listeners.clear();
         let deadline = Instant::now() + STOP_FLUSH_LIMIT;
+        // I/O on workers ends on its own; its responses are worth sending.
+        while self.in_flight() > 0 && Instant::now() < deadline {
+            match self.inbox.recv_timeout(Duration::from_millis(5)) {
+                Ok(Message::Finished {
+                    slot,
+                    generation,
+                    finished,
+                }) => self.complete(slot, generation, finished),
+                Ok(Message::Adopt(_) | Message::Stop) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.completed.clear();
         for slot in 0..self.connections.len() {
             if let Some(peer) = self.connections[slot].as_mut() {
                 let _ = peer.stream.set_nodelay(true);

@@ -7,12 +7,19 @@ use std::sync::Arc;
 
 use crate::cdb::{Cdb, Command};
 use crate::error::TmfError;
+use crate::io::{settle, BlockIo, BlockOp, Started};
 use crate::lun::Lun;
 use crate::nexus::{InitiatorPort, Nexus, NexusId, TargetPort};
 use crate::reservation::{self, Gate};
 use crate::sense::{Completion, Sense, SenseReason};
 use crate::ua::Audience;
 use crate::{block, inquiry, mode, opcodes, provisioning};
+
+/// How far a command got on the transport's thread.
+enum Step {
+    Done(Completion),
+    Io(BlockOp),
+}
 
 /// The LUNs of one target (SPDK's `spdk_scsi_dev`).
 #[derive(Debug)]
@@ -105,23 +112,52 @@ impl Device {
         data_out: &[u8],
         data_in: &mut Vec<u8>,
     ) -> Completion {
+        match self.begin(nexus, command, data_out, data_in) {
+            Started::Done(completion) => completion,
+            Started::Io(io) => io.run(data_out, data_in),
+        }
+    }
+
+    /// Like [`Device::execute`], but stops short of the block data
+    /// transfer (READ, WRITE, WRITE AND VERIFY, SYNCHRONIZE CACHE) of a LUN
+    /// whose bdev [prefers to be offloaded](reservoir_bdev::Bdev::prefers_offload):
+    /// everything that needs the nexus has run, and the returned
+    /// [`BlockIo`] finishes the command on whichever thread runs it.
+    pub fn start(
+        &self,
+        nexus: &mut Nexus,
+        command: &Command,
+        data_out: &[u8],
+        data_in: &mut Vec<u8>,
+    ) -> Started {
+        match self.begin(nexus, command, data_out, data_in) {
+            Started::Io(io) if !io.prefers_offload() => Started::Done(io.run(data_out, data_in)),
+            started => started,
+        }
+    }
+
+    fn begin(
+        &self,
+        nexus: &mut Nexus,
+        command: &Command,
+        data_out: &[u8],
+        data_in: &mut Vec<u8>,
+    ) -> Started {
         data_in.clear();
         let cdb = command.cdb();
         let limit = command.transfer().bytes;
         let result = match self.luns.get(&command.lun()) {
-            None => self.execute_without_lun(cdb, data_in),
+            None => self.execute_without_lun(cdb, data_in).map(Step::Done),
             Some(lun) => self.execute_on_lun(lun, nexus, command.lun(), cdb, data_out, data_in),
         };
-        // Allocation-length truncation (SPC-4, allocation length).
-        if data_in.len() as u64 > limit {
-            data_in.truncate(limit as usize);
-        }
         match result {
-            Ok(completion) => completion,
-            Err(reason) => {
-                data_in.clear();
-                Completion::check(reason)
+            Ok(Step::Io(op)) => {
+                let lun = &self.luns[&command.lun()];
+                let epoch = nexus.abort_epoch_handle(command.lun());
+                Started::Io(BlockIo::new(Arc::clone(lun), op, limit, epoch))
             }
+            Ok(Step::Done(completion)) => Started::Done(settle(Ok(completion), limit, data_in)),
+            Err(reason) => Started::Done(settle(Err(reason), limit, data_in)),
         }
     }
 
@@ -150,14 +186,14 @@ impl Device {
         cdb: &Cdb,
         data_out: &[u8],
         data_in: &mut Vec<u8>,
-    ) -> Result<Completion, SenseReason> {
+    ) -> Result<Step, SenseReason> {
         // 1. Unit attention (SAM-5).
         if let Cdb::RequestSense { .. } = cdb {
             let reason = nexus
                 .take_unit_attention(lun_id)
                 .unwrap_or(SenseReason::NoSense);
             *data_in = Sense::new(reason).to_fixed_bytes();
-            return Ok(Completion::good());
+            return Ok(Step::Done(Completion::good()));
         }
         if !cdb.passes_unit_attention() {
             if let Some(ua) = nexus.take_unit_attention(lun_id) {
@@ -166,7 +202,7 @@ impl Device {
         }
         // 2. Reservations.
         if reservation::gate(lun, nexus.id, &nexus.identity, cdb) == Gate::Conflict {
-            return Ok(Completion::reservation_conflict());
+            return Ok(Step::Done(Completion::reservation_conflict()));
         }
         // 3. The command.
         match *cdb {
@@ -186,10 +222,10 @@ impl Device {
             Cdb::GetLbaStatus { lba, alloc } => {
                 *data_in = provisioning::get_lba_status(lun, lba, alloc)?
             }
-            Cdb::Read { extent, .. } => block::read(lun, extent, data_in)?,
-            Cdb::Write { extent, fua } => block::write(lun, extent, fua, data_out)?,
+            Cdb::Read { extent, .. } => return Ok(Step::Io(BlockOp::Read(extent))),
+            Cdb::Write { extent, fua } => return Ok(Step::Io(BlockOp::Write { extent, fua })),
             Cdb::WriteAndVerify { extent, check } => {
-                block::write_and_verify(lun, extent, check, data_out)?
+                return Ok(Step::Io(BlockOp::WriteAndVerify { extent, check }))
             }
             Cdb::Verify { extent, check } => block::verify(lun, extent, check, data_out)?,
             Cdb::OrWrite { extent, fua } => block::or_write(lun, extent, fua, data_out)?,
@@ -198,7 +234,9 @@ impl Device {
             }
             Cdb::WriteSame(ws) => provisioning::write_same(lun, ws, data_out)?,
             Cdb::Unmap { param_len } => provisioning::unmap(lun, param_len, data_out)?,
-            Cdb::SynchronizeCache { extent } => block::synchronize_cache(lun, extent)?,
+            Cdb::SynchronizeCache { extent } => {
+                return Ok(Step::Io(BlockOp::SynchronizeCache(extent)))
+            }
             Cdb::PreFetch { extent } => block::pre_fetch(lun, extent)?,
             Cdb::ModeSense(ms) => *data_in = mode::sense(lun, &ms)?,
             Cdb::ModeSelect(ms) => {
@@ -219,18 +257,21 @@ impl Device {
             }
             Cdb::Reserve => {
                 if !lun.reserve(nexus.id) {
-                    return Ok(Completion::reservation_conflict());
+                    return Ok(Step::Done(Completion::reservation_conflict()));
                 }
             }
             Cdb::Release => lun.release(nexus.id),
             Cdb::PersistentReserveIn(cmd) => *data_in = lun.persistent.execute_in(&cmd),
             Cdb::PersistentReserveOut { cdb } => {
-                return Ok(lun
-                    .persistent
-                    .execute_out(&lun.events, &nexus.identity, &cdb, data_out))
+                return Ok(Step::Done(lun.persistent.execute_out(
+                    &lun.events,
+                    &nexus.identity,
+                    &cdb,
+                    data_out,
+                )))
             }
         }
-        Ok(Completion::good())
+        Ok(Step::Done(Completion::good()))
     }
 
     /// REPORT LUNS parameter data (SPC-4). SELECT REPORT 1 asks for

@@ -4,7 +4,9 @@
 //! command into [`Device::parse`] (bytes become a typed CDB, once) and
 //! [`Device::execute`], which runs `unit attention check → reservation gate
 //! → command` for the I_T [`Nexus`] the transport owns, and returns a
-//! [`Completion`] with typed [`Sense`] data.
+//! [`Completion`] with typed [`Sense`] data. [`Device::start`] does the
+//! same but hands the block data transfer of a slow LUN back as a `Send`
+//! [`BlockIo`], to be run on a worker thread.
 //!
 //! Persistent reservations (SPC-4 5.13) are decided by reservoir-pr's
 //! table, one per [`Lun`]; [`ReservationStore`] keeps it across restarts.
@@ -14,6 +16,7 @@ mod cdb;
 mod device;
 mod error;
 mod inquiry;
+mod io;
 mod limits;
 mod lun;
 mod mode;
@@ -29,6 +32,7 @@ mod ua;
 pub use cdb::{Command, DataDirection, Transfer};
 pub use device::{decode_lun, encode_lun, Device};
 pub use error::TmfError;
+pub use io::{BlockIo, Started};
 pub use lun::{Lun, LunIdentity, LunOptions};
 pub use nexus::{InitiatorPort, Nexus, TargetPort};
 pub use persistent::{ReservationLoadError, ReservationSnapshot, ReservationStore};

@@ -39,6 +39,8 @@ pub struct Lun {
     /// Fixed for the life of a volume (only the block count can change), so
     /// the I/O path does not ask the bdev for it on every command.
     block_size: u32,
+    /// The bdev's [`Bdev::prefers_offload`], asked once.
+    offload: bool,
     /// Caching mode page WCE (SBC-4, Caching mode page); a LU-wide parameter.
     write_cache: AtomicBool,
     pub(crate) events: EventLog,
@@ -64,11 +66,13 @@ impl Lun {
     /// record, it starts without any).
     pub fn open(bdev: Arc<dyn Bdev>, options: LunOptions) -> Result<Lun, ReservationLoadError> {
         let geometry = bdev.geometry();
+        let offload = bdev.prefers_offload();
         let persistent = Persistent::open(options.reservations.clone())?;
         Ok(Lun {
             bdev,
             options,
             block_size: geometry.block_size.bytes(),
+            offload,
             write_cache: AtomicBool::new(geometry.volatile_cache),
             events: EventLog::default(),
             reserved_by: AtomicU64::new(0),
@@ -110,6 +114,11 @@ impl Lun {
 
     pub(crate) fn block_size(&self) -> u32 {
         self.block_size
+    }
+
+    /// Whether block data transfers should leave the transport's thread.
+    pub fn prefers_offload(&self) -> bool {
+        self.offload
     }
 
     pub(crate) fn read_only(&self) -> bool {

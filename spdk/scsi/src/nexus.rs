@@ -103,6 +103,15 @@ impl Nexus {
             .map_or(0, |s| s.abort_epoch.load(Ordering::Acquire))
     }
 
+    /// The counter [`Nexus::abort_epoch`] reads, for a command that
+    /// finishes on another thread. A LUN this nexus does not see gets a
+    /// counter nobody bumps.
+    pub(crate) fn abort_epoch_handle(&self, lun: u64) -> Arc<AtomicU64> {
+        self.luns
+            .get(&lun)
+            .map_or_else(Arc::default, |s| Arc::clone(&s.abort_epoch))
+    }
+
     /// Brings the LUN's queue up to date and takes the next unit attention.
     pub(crate) fn take_unit_attention(&mut self, lun: u64) -> Option<SenseReason> {
         let s = self.luns.get_mut(&lun)?;

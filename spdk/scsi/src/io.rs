@@ -1,0 +1,121 @@
+//! The block data transfer of a command, split from the work that needs
+//! the I_T nexus so that it can run on another thread.
+//!
+//! ```text
+//!  transport thread                         any thread
+//!  Device::start ─ UA check ─ PR gate ─┬─▶ Started::Done(completion)
+//!                                      └─▶ Started::Io(BlockIo) ──run──▶ Completion + data-in
+//! ```
+//!
+//! [`Device::execute`](crate::Device::execute) is `start` followed by
+//! `run` on the same thread, so READ, WRITE, WRITE AND VERIFY and
+//! SYNCHRONIZE CACHE have one implementation whichever thread runs them.
+//! Writes take the LUN's range lock on the thread that runs them, so
+//! COMPARE AND WRITE stays atomic against writes on worker threads too.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::block;
+use crate::cdb::{ByteCheck, Extent};
+use crate::lun::Lun;
+use crate::sense::{Completion, SenseReason};
+
+/// What [`Device::start`](crate::Device::start) left to do.
+#[derive(Debug)]
+pub enum Started {
+    /// The command ran to its end on the calling thread.
+    Done(Completion),
+    /// A block data transfer to finish with [`BlockIo::run`], on any thread.
+    Io(BlockIo),
+}
+
+/// The data transfers that may leave the transport's thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockOp {
+    Read(Extent),
+    Write { extent: Extent, fua: bool },
+    WriteAndVerify { extent: Extent, check: ByteCheck },
+    SynchronizeCache(Extent),
+}
+
+/// One command's block data transfer, past the unit attention check and the
+/// reservation gate. It owns what it needs of the LUN, so it is `Send`; the
+/// transport keeps the data buffers and lends them to [`BlockIo::run`].
+#[derive(Debug)]
+pub struct BlockIo {
+    lun: Arc<Lun>,
+    op: BlockOp,
+    /// The command's allocation length: data-in never exceeds it.
+    limit: u64,
+    /// The nexus's abort epoch for the LUN and its value when the command
+    /// passed the gate (SPC-4 5.13.11.5, PREEMPT AND ABORT).
+    abort_epoch: Arc<AtomicU64>,
+    epoch_seen: u64,
+}
+
+impl BlockIo {
+    pub(crate) fn new(lun: Arc<Lun>, op: BlockOp, limit: u64, abort_epoch: Arc<AtomicU64>) -> Self {
+        let epoch_seen = abort_epoch.load(Ordering::Acquire);
+        BlockIo {
+            lun,
+            op,
+            limit,
+            abort_epoch,
+            epoch_seen,
+        }
+    }
+
+    /// Whether the LUN's bdev asks for its transfers to run off the
+    /// transport's thread ([`reservoir_bdev::Bdev::prefers_offload`]).
+    pub fn prefers_offload(&self) -> bool {
+        self.lun.prefers_offload()
+    }
+
+    /// Whether a PREEMPT AND ABORT from another nexus aborted this command
+    /// after it passed the gate.
+    pub fn aborted(&self) -> bool {
+        self.abort_epoch.load(Ordering::Acquire) != self.epoch_seen
+    }
+
+    /// Runs the transfer. `data_out` is what the initiator sent; `data_in`
+    /// is cleared, then filled with at most the allocation length. A
+    /// command aborted by PREEMPT AND ABORT before it reached the medium
+    /// ends with TASK ABORTED and touches nothing (the Control mode page
+    /// says TAS = 1).
+    pub fn run(&self, data_out: &[u8], data_in: &mut Vec<u8>) -> Completion {
+        data_in.clear();
+        if self.aborted() {
+            return Completion::task_aborted();
+        }
+        let lun = &*self.lun;
+        let result = match self.op {
+            BlockOp::Read(extent) => block::read(lun, extent, data_in),
+            BlockOp::Write { extent, fua } => block::write(lun, extent, fua, data_out),
+            BlockOp::WriteAndVerify { extent, check } => {
+                block::write_and_verify(lun, extent, check, data_out)
+            }
+            BlockOp::SynchronizeCache(extent) => block::synchronize_cache(lun, extent),
+        };
+        settle(result.map(|()| Completion::good()), self.limit, data_in)
+    }
+}
+
+/// The end every command shares: data-in truncated to the allocation length
+/// (SPC-4, allocation length), and no data with CHECK CONDITION.
+pub(crate) fn settle(
+    result: Result<Completion, SenseReason>,
+    limit: u64,
+    data_in: &mut Vec<u8>,
+) -> Completion {
+    if data_in.len() as u64 > limit {
+        data_in.truncate(limit as usize);
+    }
+    match result {
+        Ok(completion) => completion,
+        Err(reason) => {
+            data_in.clear();
+            Completion::check(reason)
+        }
+    }
+}
