@@ -21,6 +21,8 @@ pub struct VecBdev {
     pub fail_writes: AtomicBool,
     pub fua_writes: Mutex<u32>,
     pub flushes: Mutex<u32>,
+    /// Reported as `prefers_offload`, like a file bdev.
+    pub offload: AtomicBool,
 }
 
 impl VecBdev {
@@ -39,6 +41,7 @@ impl VecBdev {
             fail_writes: AtomicBool::new(false),
             fua_writes: Mutex::new(0),
             flushes: Mutex::new(0),
+            offload: AtomicBool::new(false),
         })
     }
 
@@ -146,6 +149,10 @@ impl Bdev for VecBdev {
         self.geometry.lock().unwrap().block_count = blocks;
         Ok(())
     }
+
+    fn prefers_offload(&self) -> bool {
+        self.offload.load(Ordering::Relaxed)
+    }
 }
 
 pub const BLOCKS: u64 = 1024;
@@ -176,7 +183,17 @@ impl Default for Opts {
 }
 
 pub fn fixture(opts: Opts) -> Fixture {
+    fixture_with(opts, false)
+}
+
+/// A fixture whose bdev asks for its transfers to be offloaded.
+pub fn offloaded_fixture(opts: Opts) -> Fixture {
+    fixture_with(opts, true)
+}
+
+fn fixture_with(opts: Opts, offload: bool) -> Fixture {
     let bdev = VecBdev::new(BlockSize::B512, opts.blocks, opts.thin, opts.volatile_cache);
+    bdev.offload.store(offload, Ordering::Relaxed);
     let lun = Arc::new(Lun::new(
         bdev.clone(),
         LunOptions {

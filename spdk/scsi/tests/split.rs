@@ -1,0 +1,159 @@
+//! `Device::start` + `BlockIo::run` on another thread gives what
+//! `Device::execute` gives inline: completions, data-in and the medium.
+
+mod common;
+
+use std::thread;
+
+use common::*;
+use reservoir_scsi::{Completion, Nexus, Started, Status};
+
+/// Runs one command through `start`, finishing a returned `BlockIo` on a
+/// thread of its own. Also says whether it was offloaded.
+fn run_split(
+    f: &Fixture,
+    n: &mut Nexus,
+    cdb: &[u8],
+    data_out: &[u8],
+) -> (Completion, Vec<u8>, bool) {
+    let cmd = match f.device.parse(1, cdb) {
+        Ok(cmd) => cmd,
+        Err(c) => return (c, Vec::new(), false),
+    };
+    let mut data_in = Vec::new();
+    match f.device.start(n, &cmd, data_out, &mut data_in) {
+        Started::Done(c) => (c, data_in, false),
+        Started::Io(io) => {
+            let data_out = data_out.to_vec();
+            let (c, data_in) = thread::spawn(move || {
+                let mut data_in = data_in;
+                let c = io.run(&data_out, &mut data_in);
+                (c, data_in)
+            })
+            .join()
+            .unwrap();
+            assert!(data_in.len() as u64 <= cmd.transfer().bytes);
+            (c, data_in, true)
+        }
+    }
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13) ^ seed)
+        .collect()
+}
+
+fn wav(lba: u32, blocks: u16, bytchk: bool) -> Vec<u8> {
+    cdb10(0x2E, if bytchk { 0x02 } else { 0 }, lba, blocks)
+}
+
+#[test]
+fn split_execution_equals_inline_execution() {
+    // (CDB, data-out, a block transfer that leaves the reactor)
+    let script: Vec<(Vec<u8>, Vec<u8>, bool)> = vec![
+        (cdb10(0x2A, 0, 0, 4), pattern(1, 4 * BS), true),
+        (cdb10(0x28, 0, 0, 4), vec![], true),
+        (cdb16(0x88, 0, 2, 2), vec![], true),
+        (cdb12(0xA8, 0, 1, 1), vec![], true),
+        (vec![0x08, 0, 0, 3, 1, 0], vec![], true),
+        (vec![0x0A, 0, 0, 8, 1, 0], pattern(2, BS), true),
+        (cdb16(0x8A, 0x08, 16, 2), pattern(3, 2 * BS), true),
+        (cdb12(0xAA, 0, 20, 1), pattern(4, BS), true),
+        // Fewer blocks than the CDB: the whole blocks that came.
+        (cdb10(0x2A, 0, 30, 4), pattern(5, BS + 100), true),
+        (wav(40, 2, true), pattern(6, 2 * BS), true),
+        (wav(42, 1, false), pattern(7, BS), true),
+        (cdb10(0x35, 0, 0, 0), vec![], true),
+        (cdb16(0x91, 0, 0, 0), vec![], true),
+        (cdb10(0x28, 0, 0, 64), vec![], true),
+        // Out of range: CHECK CONDITION from the worker, no data.
+        (cdb10(0x28, 0, BLOCKS as u32 - 1, 2), vec![], true),
+        (cdb10(0x2A, 0, BLOCKS as u32, 1), pattern(8, BS), true),
+        (cdb10(0x35, 0, BLOCKS as u32, 0), vec![], true),
+        // Commands that never leave the transport's thread.
+        (vec![0x12, 0, 0, 0, 36, 0], vec![], false),
+        (cdb10(0x25, 0, 0, 0), vec![], false),
+        (cdb10(0x2F, 0, 0, 4), vec![], false),
+        (
+            cdb16(0x89, 0, 0, 0)
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| if i == 13 { 1 } else { b })
+                .collect(),
+            [pattern(1, BS), pattern(9, BS)].concat(),
+            false,
+        ),
+    ];
+    let inline = fixture(Opts::default());
+    let split = offloaded_fixture(Opts::default());
+    let mut a = inline.nexus("iqn.inline");
+    let mut b = split.nexus("iqn.split");
+    for (cdb, data_out, offloads) in &script {
+        let (want, want_in) = inline.run(&mut a, 1, cdb, data_out);
+        let (got, got_in, offloaded) = run_split(&split, &mut b, cdb, data_out);
+        assert_eq!(offloaded, *offloads, "{cdb:02x?}");
+        assert_eq!(got, want, "{cdb:02x?}");
+        assert_eq!(got_in, want_in, "{cdb:02x?}");
+    }
+    assert!(*inline.bdev.data.lock().unwrap() == *split.bdev.data.lock().unwrap());
+    assert_eq!(
+        *inline.bdev.fua_writes.lock().unwrap(),
+        *split.bdev.fua_writes.lock().unwrap()
+    );
+    assert_eq!(
+        *inline.bdev.flushes.lock().unwrap(),
+        *split.bdev.flushes.lock().unwrap()
+    );
+}
+
+#[test]
+fn a_lun_that_does_not_ask_runs_inline_through_start() {
+    let f = fixture(Opts::default());
+    let mut n = f.nexus("iqn.a");
+    let (c, data, offloaded) = run_split(&f, &mut n, &cdb10(0x28, 0, 0, 1), &[]);
+    assert!(!offloaded);
+    assert_good(&c);
+    assert_eq!(data.len(), BS);
+}
+
+/// A write that passed the gate and then lost its nexus's registration to
+/// PREEMPT AND ABORT (SPC-4 5.13.11.5) never reaches the medium.
+#[test]
+fn preempt_and_abort_ends_a_started_io_with_task_aborted() {
+    let f = offloaded_fixture(Opts::default());
+    let mut a = f.nexus("iqn.a");
+    let mut b = f.nexus("iqn.b");
+    let register = |key: u64| {
+        let mut p = vec![0u8; 24];
+        p[8..16].copy_from_slice(&key.to_be_bytes());
+        p
+    };
+    let pr_out = |sa: u8, rtype: u8, len: u32| {
+        let mut c = vec![0x5F, sa, rtype, 0, 0, 0, 0, 0, 0, 0];
+        c[5..9].copy_from_slice(&len.to_be_bytes());
+        c
+    };
+    assert_good(&f.run(&mut a, 1, &pr_out(0, 0, 24), &register(0xA)).0);
+    assert_good(&f.run(&mut b, 1, &pr_out(0, 0, 24), &register(0xB)).0);
+    let cmd = f.device.parse(1, &cdb10(0x2A, 0, 5, 1)).unwrap();
+    let data = pattern(9, BS);
+    let mut data_in = Vec::new();
+    let Started::Io(io) = f.device.start(&mut a, &cmd, &data, &mut data_in) else {
+        panic!("a write on an offloading LUN is offloaded");
+    };
+    assert!(!io.aborted());
+    // B preempts A's registration and aborts A's tasks (WRITE EXCLUSIVE).
+    let mut p = vec![0u8; 24];
+    p[0..8].copy_from_slice(&0xBu64.to_be_bytes());
+    p[8..16].copy_from_slice(&0xAu64.to_be_bytes());
+    assert_good(&f.run(&mut b, 1, &pr_out(5, 1, 24), &p).0);
+    assert!(io.aborted());
+    let c = thread::spawn(move || io.run(&data, &mut data_in))
+        .join()
+        .unwrap();
+    assert_eq!(c.status, Status::TaskAborted);
+    assert!(f.bdev.data.lock().unwrap()[5 * BS..6 * BS]
+        .iter()
+        .all(|&b| b == 0));
+}
