@@ -11,11 +11,18 @@
 //! one 4 KiB block: what a QD1 4 KiB read moves at the least). Plus one
 //! stream's throughput, client to server (what a 128 KiB sequential
 //! transfer cannot beat).
+//!
+//! Both round trips are measured twice: with neither process pinned (the
+//! scheduler's choice, as fio and the targets run; it tends to wake the
+//! server on the client's CPU), and pinned to two different CPUs (the
+//! cross-CPU wake-up sockperf is usually run with, several times slower in
+//! a VM where waking another CPU costs an interrupt through the host).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -37,8 +44,9 @@ const SERVER_START: Duration = Duration::from_secs(10);
 /// How the floor is measured, named in the report and the JSON.
 pub const METHOD: &str = "two processes, sockperf-style ping-pong: reservoir-bench re-executed \
     as an echo server on 127.0.0.1, blocking sockets, TCP_NODELAY on both ends, one request in \
-    flight, 2000 warm-up round trips discarded; the stream is one connection between the same \
-    two processes";
+    flight, 2000 warm-up round trips discarded; once with neither process pinned (as fio and the \
+    targets run), once with client and server pinned to two different CPUs; the stream is one \
+    connection between the unpinned processes";
 
 /// Round-trip times of one request/reply shape.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -68,12 +76,26 @@ impl RoundTrip {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Floor {
     pub method: &'static str,
-    /// 48 bytes each way: the floor of any one-PDU exchange.
+    /// 48 bytes each way, neither process pinned: the floor of any
+    /// one-PDU exchange.
     pub header_round_trip: RoundTrip,
-    /// 48 bytes out, 48 + 4096 back: the floor of a 4 KiB read at QD1.
+    /// 48 bytes out, 48 + 4096 back, neither process pinned: the floor of
+    /// a 4 KiB read at QD1.
     pub read_4k_round_trip: RoundTrip,
+    /// The same two round trips with client and server on different CPUs;
+    /// `None` on a one-CPU machine.
+    pub cross_cpu: Option<CrossCpu>,
     /// One TCP stream over 127.0.0.1, bytes per second.
     pub stream_bytes_per_second: f64,
+}
+
+/// Round trips with the client pinned to one CPU and the server to another.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CrossCpu {
+    pub client_cpu: usize,
+    pub server_cpu: usize,
+    pub header_round_trip: RoundTrip,
+    pub read_4k_round_trip: RoundTrip,
 }
 
 #[cfg(test)]
@@ -92,36 +114,121 @@ impl Floor {
             method: METHOD,
             header_round_trip: trip(HEADER, 20.0),
             read_4k_round_trip: trip(HEADER + BLOCK, 25.0),
+            cross_cpu: Some(CrossCpu {
+                client_cpu: 0,
+                server_cpu: 1,
+                header_round_trip: trip(HEADER, 50.0),
+                read_4k_round_trip: trip(HEADER + BLOCK, 60.0),
+            }),
             stream_bytes_per_second: 2.9e9,
         }
     }
 }
 
-/// Starts the echo server, ping-pongs each shape for about `duration`,
-/// then streams for about `duration`. The server's log goes to `run_dir`.
+/// Starts the echo server, ping-pongs each shape for about `duration` in
+/// each placement, then streams for about `duration`. The servers' logs go
+/// to `run_dir`.
 pub fn measure(duration: Duration, run_dir: &Path) -> Result<Floor> {
+    let (addr, mut server) = start_server(run_dir, None)?;
+    let header = ping_pong(addr, HEADER, duration).context("48-byte ping-pong")?;
+    let read_4k = ping_pong(addr, HEADER + BLOCK, duration).context("4 KiB ping-pong")?;
+    let stream = one_stream(addr, duration).context("loopback stream")?;
+    server.check_alive()?;
+    drop(server);
+    let cross_cpu = match available_cpus()[..] {
+        [client_cpu, server_cpu, ..] => Some(
+            cross_cpu(run_dir, client_cpu, server_cpu, duration).context("cross-CPU ping-pong")?,
+        ),
+        _ => None,
+    };
+    Ok(Floor {
+        method: METHOD,
+        header_round_trip: RoundTrip::from_samples(HEADER, HEADER, &header),
+        read_4k_round_trip: RoundTrip::from_samples(HEADER, HEADER + BLOCK, &read_4k),
+        cross_cpu,
+        stream_bytes_per_second: stream,
+    })
+}
+
+/// Re-executes this binary as the echo server, pinned to `cpu` if given.
+fn start_server(run_dir: &Path, cpu: Option<usize>) -> Result<(SocketAddr, Guarded)> {
     let port = free_loopback_port()?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let exe = std::env::current_exe().context("locating reservoir-bench to re-execute")?;
     let mut command = Command::new(exe);
     command.arg("--loopback-server").arg(port.to_string());
-    let mut server = Guarded::spawn(
-        "loopback echo server",
-        command,
-        &run_dir.join("loopback-server.log"),
-        Stop::Terminate,
-    )?;
+    if let Some(cpu) = cpu {
+        command.arg("--loopback-cpu").arg(cpu.to_string());
+    }
+    let log = match cpu {
+        None => run_dir.join("loopback-server.log"),
+        Some(cpu) => run_dir.join(format!("loopback-server-cpu{cpu}.log")),
+    };
+    let mut server = Guarded::spawn("loopback echo server", command, &log, Stop::Terminate)?;
     server.wait_listening(addr, SERVER_START)?;
-    let header = ping_pong(addr, HEADER, duration).context("48-byte ping-pong")?;
-    let read_4k = ping_pong(addr, HEADER + BLOCK, duration).context("4 KiB ping-pong")?;
-    let stream = one_stream(addr, duration).context("loopback stream")?;
+    Ok((addr, server))
+}
+
+/// Both round trips from a client thread pinned to `client_cpu` to a
+/// server process pinned to `server_cpu`.
+fn cross_cpu(
+    run_dir: &Path,
+    client_cpu: usize,
+    server_cpu: usize,
+    duration: Duration,
+) -> Result<CrossCpu> {
+    let (addr, mut server) = start_server(run_dir, Some(server_cpu))?;
+    let client = thread::spawn(move || -> Result<(Vec<f64>, Vec<f64>)> {
+        pin_current_thread(client_cpu)?;
+        Ok((
+            ping_pong(addr, HEADER, duration)?,
+            ping_pong(addr, HEADER + BLOCK, duration)?,
+        ))
+    });
+    let (header, read_4k) = client
+        .join()
+        .map_err(|_| anyhow::anyhow!("ping-pong thread panicked"))??;
     server.check_alive()?;
-    Ok(Floor {
-        method: METHOD,
+    Ok(CrossCpu {
+        client_cpu,
+        server_cpu,
         header_round_trip: RoundTrip::from_samples(HEADER, HEADER, &header),
         read_4k_round_trip: RoundTrip::from_samples(HEADER, HEADER + BLOCK, &read_4k),
-        stream_bytes_per_second: stream,
     })
+}
+
+/// The CPUs this process may run on, in order.
+fn available_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data and all-zero is the empty set;
+    // sched_getaffinity fills the set we own, CPU_ISSET reads inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+/// Pins the calling thread (the whole process, for the single-threaded
+/// server) to `cpu`.
+fn pin_current_thread(cpu: usize) -> Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        anyhow::bail!("CPU {cpu} is beyond CPU_SETSIZE");
+    }
+    // SAFETY: as in available_cpus; CPU_SET writes inside the set because
+    // cpu < CPU_SETSIZE, and sched_setaffinity only reads it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context(format!("pinning to CPU {cpu}"));
+    }
+    Ok(())
 }
 
 /// A connection's first 8 bytes: the request size and the reply size,
@@ -180,14 +287,17 @@ fn one_stream(addr: SocketAddr, duration: Duration) -> Result<f64> {
     Ok(u64::from_le_bytes(received) as f64 / elapsed.as_secs_f64())
 }
 
-/// The hidden `--loopback-server PORT` mode: serves connections one at a
-/// time, single-threaded like a target's connection, until killed. A
-/// connection that closes before its hello (the readiness probe) is
-/// skipped.
-pub fn serve(port: u16) -> Result<()> {
+/// The hidden `--loopback-server PORT [--loopback-cpu N]` mode: serves
+/// connections one at a time, single-threaded like a target's connection,
+/// until killed. A connection that closes before its hello (the readiness
+/// probe) is skipped.
+pub fn serve(port: u16, cpu: Option<usize>) -> Result<()> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process; the
     // server must not outlive a bench that was killed outright.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    if let Some(cpu) = cpu {
+        pin_current_thread(cpu)?;
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .with_context(|| format!("binding 127.0.0.1:{port}"))?;
     loop {

@@ -89,6 +89,9 @@ pub struct Args {
     /// processes).
     #[arg(long, value_name = "PORT", hide = true)]
     pub loopback_server: Option<u16>,
+    /// Internal: pin that echo server to this CPU.
+    #[arg(long, value_name = "CPU", hide = true, requires = "loopback_server")]
+    pub loopback_cpu: Option<usize>,
 }
 
 const AFTER_HELP: &str = "\
@@ -118,7 +121,7 @@ pub enum Suite {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match (args.loopback_server, args.suite) {
-        (Some(port), _) => loopback::serve(port),
+        (Some(port), _) => loopback::serve(port, args.loopback_cpu),
         (None, Suite::Targets) => runner::run(&args),
         (None, Suite::Snapshot) => snapshot_suite::run(&args),
         (None, Suite::Backup) => backup_suite::run(&args),
