@@ -74,6 +74,7 @@ enum Incoming {
     },
     DataIn {
         itt: u32,
+        max_cmd_sn: u32,
         offset: u32,
         /// Status, when the S bit is set (§11.7.5).
         status: Option<(u8, u32)>,
@@ -128,6 +129,7 @@ impl Incoming {
             },
             opcode::DATA_IN => Incoming::DataIn {
                 itt,
+                max_cmd_sn,
                 offset: be32(&bhs[40..]),
                 status: (flags & 0x01 != 0).then_some((bhs[3], stat_sn)),
                 data,
@@ -174,6 +176,14 @@ fn decode_sense(data: &[u8]) -> Option<(u8, u8, u8)> {
         0x72 | 0x73 => Some((sense.get(1)? & 0x0f, *sense.get(2)?, *sense.get(3)?)),
         _ => None,
     }
+}
+
+/// One command of [`RawSession::pipelined`].
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // not every test binary pipelines
+pub enum PipelinedOp {
+    Read { lba: u32, blocks: u16 },
+    Write { lba: u32, data: Vec<u8> },
 }
 
 /// A WRITE whose data the target has asked for and not yet received.
@@ -357,6 +367,118 @@ impl RawSession {
         self.complete(itt, Some(data), 0)
     }
 
+    /// Runs `ops` with as many in flight at once as the target's window
+    /// allows (up to `depth`): every command goes out before its turn to be
+    /// answered, R2Ts and Data-In are matched to their task by ITT, and
+    /// responses may come in any order. Returns the outcomes in `ops` order
+    /// and the largest number of commands that were outstanding together.
+    #[allow(dead_code)] // not every test binary pipelines
+    pub fn pipelined(
+        &mut self,
+        ops: &[PipelinedOp],
+        block_size: u32,
+        depth: usize,
+    ) -> io::Result<(Vec<Outcome>, usize)> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; ops.len()];
+        let mut open: HashMap<u32, (usize, Vec<u8>)> = HashMap::new();
+        let mut next = 0;
+        let mut peak = 0;
+        while next < ops.len() || !open.is_empty() {
+            let in_window = self.cmd_sn.wrapping_sub(self.max_cmd_sn) as i32 <= 0;
+            if next < ops.len() && open.len() < depth && in_window {
+                let itt = match &ops[next] {
+                    PipelinedOp::Read { lba, blocks } => self.command(
+                        &read10(*lba, *blocks),
+                        false,
+                        u32::from(*blocks) * block_size,
+                    )?,
+                    PipelinedOp::Write { lba, data } => {
+                        let cdb = write10(*lba, data, block_size)?;
+                        self.command(&cdb, true, data.len() as u32)?
+                    }
+                };
+                open.insert(itt, (next, Vec::new()));
+                next += 1;
+                peak = peak.max(open.len());
+                continue;
+            }
+            let (itt, outcome) = match self.receive()? {
+                Incoming::R2t {
+                    itt,
+                    ttt,
+                    max_cmd_sn,
+                    offset,
+                    len,
+                } => {
+                    self.max_cmd_sn = max_cmd_sn;
+                    let i = open.get(&itt).ok_or_else(|| protocol("R2T for no task"))?.0;
+                    let PipelinedOp::Write { data, .. } = &ops[i] else {
+                        return Err(protocol("R2T for a READ"));
+                    };
+                    self.data_out(itt, data, ttt, offset, len)?;
+                    continue;
+                }
+                Incoming::DataIn {
+                    itt,
+                    max_cmd_sn,
+                    offset,
+                    status,
+                    data,
+                } => {
+                    self.max_cmd_sn = max_cmd_sn;
+                    let (_, buffer) = open
+                        .get_mut(&itt)
+                        .ok_or_else(|| protocol("Data-In for no task"))?;
+                    if offset as usize != buffer.len() {
+                        return Err(protocol("Data-In out of order"));
+                    }
+                    buffer.extend_from_slice(&data);
+                    let Some((status, stat_sn)) = status else {
+                        continue;
+                    };
+                    self.exp_stat_sn = stat_sn.wrapping_add(1);
+                    (
+                        itt,
+                        Outcome {
+                            status,
+                            sense: None,
+                            data_in: Vec::new(),
+                        },
+                    )
+                }
+                Incoming::ScsiResponse {
+                    itt,
+                    stat_sn,
+                    max_cmd_sn,
+                    response,
+                    status,
+                    data,
+                } => {
+                    self.exp_stat_sn = stat_sn.wrapping_add(1);
+                    self.max_cmd_sn = max_cmd_sn;
+                    if response != 0 {
+                        return Err(protocol(format!("iSCSI response {response:#04x}")));
+                    }
+                    let sense = decode_sense(&data);
+                    (
+                        itt,
+                        Outcome {
+                            status,
+                            sense,
+                            data_in: Vec::new(),
+                        },
+                    )
+                }
+                other => return Err(protocol(format!("unexpected {other:?}"))),
+            };
+            let (i, data_in) = open
+                .remove(&itt)
+                .ok_or_else(|| protocol("status for no task"))?;
+            outcomes[i] = Some(Outcome { data_in, ..outcome });
+        }
+        Ok((outcomes.into_iter().map(Option::unwrap).collect(), peak))
+    }
+
     /// A command without data-out (TEST UNIT READY, READ (10), …) expecting
     /// up to `data_in_len` bytes.
     pub fn execute(&mut self, cdb: &[u8], data_in_len: u32) -> io::Result<Outcome> {
@@ -426,6 +548,7 @@ impl RawSession {
                     offset,
                     status,
                     data,
+                    ..
                 } if got == itt => {
                     if offset as usize != data_in.len()
                         || data_in.len() + data.len() > data_in_len as usize

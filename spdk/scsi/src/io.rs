@@ -85,10 +85,13 @@ impl BlockIo {
     /// says TAS = 1).
     pub fn run(&self, data_out: &[u8], data_in: &mut Vec<u8>) -> Completion {
         data_in.clear();
+        let lun = &*self.lun;
+        // Only transfers that can take a device's latency are fenced: a RAM
+        // LUN's run inline, within the reactor's turn, and stay lock-free.
+        let _fence = lun.prefers_offload().then(|| lun.persistent.transfer());
         if self.aborted() {
             return Completion::task_aborted();
         }
-        let lun = &*self.lun;
         let result = match self.op {
             BlockOp::Read(extent) => block::read(lun, extent, data_in),
             BlockOp::Write { extent, fua } => block::write(lun, extent, fua, data_out),

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 
 use arc_swap::ArcSwap;
 use reservoir_pr::{
@@ -72,6 +72,12 @@ pub(crate) struct Persistent {
     /// Abort epochs of the nexuses that see this LUN, for PREEMPT AND
     /// ABORT; entries of ended nexuses are pruned when the list is walked.
     nexuses: Mutex<Vec<(PrNexus, Weak<AtomicU64>)>>,
+    /// Held shared by each transfer that runs on a worker thread, from its
+    /// abort check to its end. PREEMPT AND ABORT takes it exclusive once the
+    /// victims' epochs have moved, so it completes only after every
+    /// transfer that passed the check before the move has ended: no write
+    /// of a preempted nexus lands after the preemption (SPC-4 5.13.11.5).
+    transfers: RwLock<()>,
 }
 
 impl fmt::Debug for Persistent {
@@ -151,6 +157,7 @@ impl Persistent {
             writer: Mutex::new(()),
             store,
             nexuses: Mutex::new(Vec::new()),
+            transfers: RwLock::new(()),
         })
     }
 
@@ -312,5 +319,12 @@ impl Persistent {
                 }
             }
         }
+        drop(list);
+        drop(self.transfers.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Entered by a transfer running on a worker thread; see `transfers`.
+    pub(crate) fn transfer(&self) -> RwLockReadGuard<'_, ()> {
+        self.transfers.read().unwrap_or_else(|e| e.into_inner())
     }
 }

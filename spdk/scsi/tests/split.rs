@@ -3,7 +3,9 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
+use std::time::Duration;
 
 use common::*;
 use reservoir_scsi::{Completion, Nexus, Started, Status};
@@ -117,6 +119,67 @@ fn a_lun_that_does_not_ask_runs_inline_through_start() {
     assert_eq!(data.len(), BS);
 }
 
+fn register(key: u64) -> Vec<u8> {
+    let mut p = vec![0u8; 24];
+    p[8..16].copy_from_slice(&key.to_be_bytes());
+    p
+}
+
+fn preempt(key: u64, victim: u64) -> Vec<u8> {
+    let mut p = vec![0u8; 24];
+    p[0..8].copy_from_slice(&key.to_be_bytes());
+    p[8..16].copy_from_slice(&victim.to_be_bytes());
+    p
+}
+
+fn pr_out(sa: u8, rtype: u8, len: u32) -> Vec<u8> {
+    let mut c = vec![0x5F, sa, rtype, 0, 0, 0, 0, 0, 0, 0];
+    c[5..9].copy_from_slice(&len.to_be_bytes());
+    c
+}
+
+/// A PREEMPT AND ABORT completes only after the victim's write that was
+/// already on the medium's way has ended (SPC-4 5.13.11.5): nothing of the
+/// preempted nexus lands after the preemption is reported.
+#[test]
+fn preempt_and_abort_waits_for_a_running_transfer() {
+    let f = std::sync::Arc::new(offloaded_fixture(Opts::default()));
+    let mut a = f.nexus("iqn.a");
+    let mut b = f.nexus("iqn.b");
+    assert_good(&f.run(&mut a, 1, &pr_out(0, 0, 24), &register(0xA)).0);
+    assert_good(&f.run(&mut b, 1, &pr_out(0, 0, 24), &register(0xB)).0);
+    let cmd = f.device.parse(1, &cdb10(0x2A, 0, 5, 1)).unwrap();
+    let mut data_in = Vec::new();
+    let Started::Io(io) = f.device.start(&mut a, &cmd, &[7; BS], &mut data_in) else {
+        panic!("a write on an offloading LUN is offloaded");
+    };
+    f.bdev.stall_writes.store(true, Ordering::SeqCst);
+    let writer = thread::spawn(move || io.run(&[7; BS], &mut data_in));
+    while f.bdev.writes_started.load(Ordering::SeqCst) == 0 {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let preempted = std::sync::Arc::new(AtomicBool::new(false));
+    let preemptor = {
+        let (f, preempted) = (f.clone(), preempted.clone());
+        thread::spawn(move || {
+            let c = f.run(&mut b, 1, &pr_out(5, 1, 24), &preempt(0xB, 0xA)).0;
+            preempted.store(true, Ordering::SeqCst);
+            c
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        !preempted.load(Ordering::SeqCst),
+        "PREEMPT AND ABORT completed while the victim's write still ran"
+    );
+    f.bdev.stall_writes.store(false, Ordering::SeqCst);
+    assert_good(&writer.join().unwrap());
+    assert_good(&preemptor.join().unwrap());
+    assert!(f.bdev.data.lock().unwrap()[5 * BS..6 * BS]
+        .iter()
+        .all(|&b| b == 7));
+}
+
 /// A write that passed the gate and then lost its nexus's registration to
 /// PREEMPT AND ABORT (SPC-4 5.13.11.5) never reaches the medium.
 #[test]
@@ -124,16 +187,6 @@ fn preempt_and_abort_ends_a_started_io_with_task_aborted() {
     let f = offloaded_fixture(Opts::default());
     let mut a = f.nexus("iqn.a");
     let mut b = f.nexus("iqn.b");
-    let register = |key: u64| {
-        let mut p = vec![0u8; 24];
-        p[8..16].copy_from_slice(&key.to_be_bytes());
-        p
-    };
-    let pr_out = |sa: u8, rtype: u8, len: u32| {
-        let mut c = vec![0x5F, sa, rtype, 0, 0, 0, 0, 0, 0, 0];
-        c[5..9].copy_from_slice(&len.to_be_bytes());
-        c
-    };
     assert_good(&f.run(&mut a, 1, &pr_out(0, 0, 24), &register(0xA)).0);
     assert_good(&f.run(&mut b, 1, &pr_out(0, 0, 24), &register(0xB)).0);
     let cmd = f.device.parse(1, &cdb10(0x2A, 0, 5, 1)).unwrap();
@@ -144,10 +197,7 @@ fn preempt_and_abort_ends_a_started_io_with_task_aborted() {
     };
     assert!(!io.aborted());
     // B preempts A's registration and aborts A's tasks (WRITE EXCLUSIVE).
-    let mut p = vec![0u8; 24];
-    p[0..8].copy_from_slice(&0xBu64.to_be_bytes());
-    p[8..16].copy_from_slice(&0xAu64.to_be_bytes());
-    assert_good(&f.run(&mut b, 1, &pr_out(5, 1, 24), &p).0);
+    assert_good(&f.run(&mut b, 1, &pr_out(5, 1, 24), &preempt(0xB, 0xA)).0);
     assert!(io.aborted());
     let c = thread::spawn(move || io.run(&data, &mut data_in))
         .join()

@@ -1,7 +1,7 @@
 //! A Vec-backed bdev and helpers to drive a `Device` like a transport would.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use reservoir_bdev::{
@@ -23,6 +23,10 @@ pub struct VecBdev {
     pub flushes: Mutex<u32>,
     /// Reported as `prefers_offload`, like a file bdev.
     pub offload: AtomicBool,
+    /// While set, a write that has started waits (a slow device).
+    pub stall_writes: AtomicBool,
+    /// Writes that have started.
+    pub writes_started: AtomicU32,
 }
 
 impl VecBdev {
@@ -42,6 +46,8 @@ impl VecBdev {
             fua_writes: Mutex::new(0),
             flushes: Mutex::new(0),
             offload: AtomicBool::new(false),
+            stall_writes: AtomicBool::new(false),
+            writes_started: AtomicU32::new(0),
         })
     }
 
@@ -93,6 +99,10 @@ impl Bdev for VecBdev {
     fn write(&self, lba: Lba, buf: &[u8], durability: Durability) -> Result<(), BdevError> {
         if self.fail_writes.load(Ordering::Relaxed) {
             return Err(Self::io_error("write", ErrorKind::WriteFailed));
+        }
+        self.writes_started.fetch_add(1, Ordering::SeqCst);
+        while self.stall_writes.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         self.check(lba, buf.len())?;
         let bs = self.bs();
