@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use reservoir_cluster::{challenge_wait, suspect_ms, NodeId};
+use reservoir_cluster::{failover_bound_ms, NodeId};
 use reservoir_initiator::Pattern;
 use support::cluster::{agreed_owner, wait_for, Agent, ClusterSpec, LunSpec, NodeSession};
 use support::{Config, Daemon};
@@ -55,10 +55,10 @@ fn killing_the_owner_hands_the_volume_to_another_node() {
         .unwrap()
         .kill_hard();
     let survivors: Vec<&Agent> = agents.iter().filter(|a| a.id != owner).collect();
-    // Detection, the challenge wait and one defense round, for the volume;
-    // twice that when the victim also owned the quorum, whose replicas
-    // change hands the same way first (reservoir-cluster's documented bound).
-    let bound = Duration::from_millis(2 * (suspect_ms(D) + challenge_wait(D) + D));
+    // Detection, the challenge wait and one defense round; the volume's
+    // challenge runs alongside the quorum's when the victim owned both
+    // (reservoir-cluster's documented bound).
+    let bound = Duration::from_millis(failover_bound_ms(D));
     let (new_owner, failover) = wait_for("failover", bound * 3, || {
         agreed_owner(&survivors).filter(|&o| o != owner)
     });

@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use reservoir_cluster::{challenge_wait, suspect_ms, NodeId};
+use reservoir_cluster::{failover_bound_ms, NodeId};
 use reservoir_initiator::Pattern;
 use support::cluster::{
     agreed_owner, registered_nodes, wait_for, Agent, ClusterSpec, LunSpec, NodeSession,
@@ -58,7 +58,7 @@ fn the_survivor_runs_on_the_witness_and_the_stale_node_stays_down() {
     let (dead, survivor) = (usize::from(owner) - 1, 2 - usize::from(owner));
     let survivor_id = agents[survivor].id;
     agents[dead].kill_hard();
-    let bound = Duration::from_millis(2 * (suspect_ms(D) + challenge_wait(D) + D));
+    let bound = Duration::from_millis(failover_bound_ms(D));
     let (_, failover) = wait_for("the survivor to take over", bound * 3, || {
         agreed_owner(&[&agents[survivor]]).filter(|&o| o == survivor_id)
     });

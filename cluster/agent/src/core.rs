@@ -23,11 +23,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::disk::{DiskOp, DiskResult};
 use crate::keys::{ClusterSignature, Generation, NodeId};
-use crate::membership::{heartbeat_ms, Detection, FailureDetector, Heartbeat};
-use crate::ownership::{self, Ownership, Policy, Role, View};
+use crate::membership::{heartbeat_ms, suspect_ms, Detection, FailureDetector, Heartbeat};
+use crate::ownership::{self, Ownership, Policy, Role, Standing, View};
 use crate::quorum::{ClusterRecord, Quorum, QuorumEffect, QuorumInput};
 use crate::time::Millis;
 use crate::witness::{LastSurviving, StartupGate};
+
+/// How soon a volume whose owner died has a new owner: detection, the
+/// challenge wait, one round of commands. It holds when the dead node also
+/// owned the quorum, because the volume's challenge waits alongside the
+/// replicas' ([`Standing::Waiting`]); when two survivors split the replicas
+/// between them the quorum needs a second challenge round, so the worst case
+/// is about twice this.
+pub const fn failover_bound_ms(defense_ms: u64) -> u64 {
+    suspect_ms(defense_ms) + ownership::challenge_wait(defense_ms) + defense_ms
+}
 
 /// Block size of the records the quorum writes. LUNs with larger blocks
 /// get them zero-padded by the edge; every decoder reads a prefix.
@@ -211,7 +221,9 @@ impl NodeCore {
 
     /// May this node use shared volumes right now?
     pub fn volume_active(&self) -> bool {
-        self.volume_view.as_ref().is_some_and(|v| v.active)
+        self.volume_view
+            .as_ref()
+            .is_some_and(|v| v.standing == Standing::Active)
     }
 
     pub fn status(&self) -> CoreStatus {
@@ -308,10 +320,18 @@ impl NodeCore {
         self.quorum_effects(out, fx);
 
         let record = self.quorum.record();
+        let listed = record.members.get(&self.config.me) == Some(&self.config.generation);
+        let standing = if !self.gate.is_open() || !listed {
+            Standing::Fenced
+        } else if self.quorum.is_quorate() || self.detection.lease {
+            Standing::Active
+        } else if self.detection.active {
+            Standing::Waiting
+        } else {
+            Standing::Fenced
+        };
         let view = View {
-            active: self.gate.is_open()
-                && (self.quorum.is_quorate() || self.detection.lease)
-                && record.members.get(&self.config.me) == Some(&self.config.generation),
+            standing,
             members: record.members.clone(),
             suspected: self.detection.suspected.clone(),
             contend: false,

@@ -33,7 +33,9 @@ pub use crate::arbitration::{FastMutex, MutexEffect, MutexInput};
 pub use crate::config::{
     load_last_surviving, next_generation, store_last_surviving, LunRef, NodeAddress, NodeConfig,
 };
-pub use crate::core::{CoreConfig, CoreEffect, CoreInput, CoreStatus, Lun, NodeCore, RECORD_BLOCK};
+pub use crate::core::{
+    failover_bound_ms, CoreConfig, CoreEffect, CoreInput, CoreStatus, Lun, NodeCore, RECORD_BLOCK,
+};
 pub use crate::disk::{DiskFault, DiskOp, DiskReply, DiskResult, SharedDisk};
 pub use crate::error::Error;
 pub use crate::io::{node_isid, IscsiDisk};
@@ -46,7 +48,8 @@ pub use crate::node::{
     move_volume, request, run, status, KeyView, LunView, Node, Request, Response, Status,
 };
 pub use crate::ownership::{
-    challenge_wait, Effect, Input, LossReason, Ownership, Policy, Role, View, DEFAULT_DEFENSE_MS,
+    challenge_wait, Effect, Input, LossReason, Ownership, Policy, Role, Standing, View,
+    DEFAULT_DEFENSE_MS,
 };
 pub use crate::quorum::{
     ClusterRecord, Quorum, QuorumEffect, QuorumInput, LBA_RECORD, MAX_MEMBERS,

@@ -60,12 +60,28 @@ pub enum Policy {
     Replica,
 }
 
+/// What a node may do with a LUN, given its place in the cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Standing {
+    /// Cut off: no majority heard, the startup gate closed, or not in the
+    /// record. Stops using and defending the LUN; its keys will be removed.
+    #[default]
+    Fenced,
+    /// Volumes only: hears a majority while the quorum changes hands (not
+    /// quorate, no lease). Keeps its keys, defends what it owns and
+    /// registers challenges against a failed holder, so that the challenge
+    /// wait runs alongside the quorum's own; takes nothing over until
+    /// [`Standing::Active`].
+    Waiting,
+    /// For volumes: quorate or within the lease. For replicas: connected
+    /// to enough of the cluster to hold the quorum.
+    Active,
+}
+
 /// What this node currently believes about the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct View {
-    /// May this node use the LUN at all? For volumes: quorate. For
-    /// replicas: connected to enough of the cluster to hold quorum.
-    pub active: bool,
+    pub standing: Standing,
     /// Members and their current generations (from the quorum record).
     pub members: BTreeMap<NodeId, Generation>,
     /// Members whose heartbeats stopped: their ownership is challenged
@@ -114,6 +130,9 @@ pub enum Role {
     Unregistered,
     Member,
     Challenging,
+    /// Holds the reservation and is clearing challenges before it counts
+    /// as owner.
+    Reclaiming,
     Owner,
 }
 
@@ -133,6 +152,11 @@ enum State {
     Owner {
         /// Hand over to this node once its challenge shows up.
         yield_to: Option<NodeId>,
+        /// False for a holder that found its own reservation (a restart, a
+        /// reconnect, the end of a partition): a challenge registered while
+        /// it was away may be about to take over, so it counts as owner
+        /// only after a defense round that found no key to remove.
+        confirmed: bool,
     },
 }
 
@@ -204,7 +228,13 @@ impl Ownership {
 
     /// True while this node believes it owns the LUN.
     pub fn is_owner(&self) -> bool {
-        matches!(self.state, State::Owner { .. })
+        matches!(
+            self.state,
+            State::Owner {
+                confirmed: true,
+                ..
+            }
+        )
     }
 
     /// Replicas: the holder looked invalid and we wait for [`View::contend`].
@@ -218,6 +248,9 @@ impl Ownership {
             State::Unregistered => Role::Unregistered,
             State::Member => Role::Member,
             State::Challenging { .. } => Role::Challenging,
+            State::Owner {
+                confirmed: false, ..
+            } => Role::Reclaiming,
             State::Owner { .. } => Role::Owner,
         }
     }
@@ -239,22 +272,30 @@ impl Ownership {
             Input::Tick => {}
             Input::Reply(result) => self.on_reply(now, result, &mut fx),
             Input::View(view) => {
-                let was_active = self.view.active;
+                let was = self.view.standing;
                 self.view = view;
-                if !self.view.active {
+                if self.view.standing == Standing::Fenced {
                     self.lose(LossReason::Inactive, &mut fx);
                     self.state = State::Passive;
-                } else if !was_active {
+                } else if was == Standing::Fenced {
                     self.state = State::Unregistered;
                     self.next = now;
-                } else if matches!(self.state, State::Member) {
-                    // Membership changed: look at the holder now rather than
-                    // at the next interval, to shorten failover.
+                } else if matches!(self.state, State::Member)
+                    || (was == Standing::Waiting
+                        && matches!(self.state, State::Challenging { since: Some(_), .. }))
+                {
+                    // Membership changed, or a challenge was waiting for the
+                    // quorum: look at the holder now rather than at the next
+                    // poll, to shorten failover.
                     self.next = now;
                 }
             }
             Input::MoveTo(target) => {
-                if let State::Owner { yield_to } = &mut self.state {
+                if let State::Owner {
+                    yield_to,
+                    confirmed: true,
+                } = &mut self.state
+                {
                     if target != self.me && *yield_to != Some(target) {
                         *yield_to = Some(target);
                         fx.push(Effect::AskToTakeOver(target));
@@ -342,7 +383,7 @@ impl Ownership {
             KeyRole::Shared => true,
             // A planned move keeps the target's challenge.
             KeyRole::Challenge => {
-                matches!(self.state, State::Owner { yield_to: Some(t) } if t == key.node)
+                matches!(self.state, State::Owner { yield_to: Some(t), .. } if t == key.node)
             }
             KeyRole::Owner => false,
         }
@@ -447,8 +488,11 @@ impl Ownership {
                 }
             }
             (Pending::ClaimHeld, Ok(_)) => {
-                self.state = State::Owner { yield_to: None };
-                fx.push(Effect::BecameOwner);
+                self.state = State::Owner {
+                    yield_to: None,
+                    confirmed: false,
+                };
+                self.next = now;
             }
             (Pending::ClaimHeld, Err(_)) => self.state = State::Unregistered,
             (Pending::RegisterChallenge, Ok(_)) => {
@@ -489,6 +533,12 @@ impl Ownership {
                     return;
                 };
                 let key = self.key(KeyRole::Challenge);
+                // Taking over waits for the quorum (or its lease) as well;
+                // until then the challenge stands.
+                if self.view.standing != Standing::Active && (holder.is_none() || holder == victim)
+                {
+                    return;
+                }
                 let waited = now - since > challenge_wait(self.defense_ms);
                 if invited && victim.is_none() && holder.is_some_and(|h| h != key) {
                     // The owner that invited us: if it dies before releasing,
@@ -543,7 +593,10 @@ impl Ownership {
                 );
             }
             (Pending::Promote, Ok(_)) => {
-                self.state = State::Owner { yield_to: None };
+                self.state = State::Owner {
+                    yield_to: None,
+                    confirmed: true,
+                };
                 self.next = now;
                 fx.push(Effect::BecameOwner);
             }
@@ -572,7 +625,9 @@ impl Ownership {
                     return;
                 }
                 self.handover = match self.state {
-                    State::Owner { yield_to: Some(t) } => keys.iter().any(|&k| {
+                    State::Owner {
+                        yield_to: Some(t), ..
+                    } => keys.iter().any(|&k| {
                         self.decode(k)
                             .is_some_and(|k| k.node == t && k.role == KeyRole::Challenge)
                     }),
@@ -580,7 +635,10 @@ impl Ownership {
                 };
                 // The request may have been lost, or found the target busy
                 // with a challenge of its own: ask again every round.
-                if let State::Owner { yield_to: Some(t) } = self.state {
+                if let State::Owner {
+                    yield_to: Some(t), ..
+                } = self.state
+                {
                     if !self.handover {
                         fx.push(Effect::AskToTakeOver(t));
                     }
@@ -591,6 +649,17 @@ impl Ownership {
                     .collect();
                 victims.sort_unstable();
                 victims.dedup();
+                if let State::Owner { confirmed, .. } = &mut self.state {
+                    if !*confirmed {
+                        if victims.is_empty() {
+                            *confirmed = true;
+                            fx.push(Effect::BecameOwner);
+                        } else {
+                            // Another round as soon as these are removed.
+                            self.next = now;
+                        }
+                    }
+                }
                 self.victims = victims.into();
                 self.next_removal(fx);
             }

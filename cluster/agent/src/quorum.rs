@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::arbitration::{FastMutex, MutexEffect, MutexInput};
 use crate::disk::{DiskOp, DiskReply, DiskResult};
 use crate::keys::{ClusterSignature, Generation, NodeId};
-use crate::ownership::{self, Ownership, Policy, Role, View};
+use crate::ownership::{self, Ownership, Policy, Role, Standing, View};
 use crate::time::Millis;
 
 /// Block of the cluster record on every replica (blocks 1..16 hold the
@@ -274,7 +274,11 @@ impl Quorum {
 
     fn view(&self, contend: bool) -> View {
         View {
-            active: self.active,
+            standing: if self.active {
+                Standing::Active
+            } else {
+                Standing::Fenced
+            },
             members: self.record.members.clone(),
             suspected: self.suspected.clone(),
             contend,

@@ -17,10 +17,10 @@
 use std::collections::BTreeMap;
 
 use super::{nexus, Rng, SimLun};
-use crate::core::{CoreConfig, CoreEffect, CoreInput, Lun, NodeCore};
+use crate::core::{failover_bound_ms, CoreConfig, CoreEffect, CoreInput, Lun, NodeCore};
 use crate::disk::{DiskFault, DiskOp};
 use crate::keys::{ClusterSignature, Generation, NodeId};
-use crate::membership::{max_delay_ms, suspect_ms};
+use crate::membership::max_delay_ms;
 use crate::ownership::challenge_wait;
 use crate::quorum::ClusterRecord;
 use crate::time::Millis;
@@ -374,10 +374,8 @@ impl World {
 /// few intervals of command rounds.
 const SETTLE: u64 = 3 * challenge_wait(D) + 10 * D;
 
-/// A volume owner's crash to the next owner, when the quorum owner
-/// survives: detection, a heartbeat, the challenge wait, an interval of
-/// rounds.
-const VOLUME_FAILOVER: u64 = suspect_ms(D) + TICK + challenge_wait(D) + D;
+/// The documented bound, plus the simulation's tick.
+const VOLUME_FAILOVER: u64 = failover_bound_ms(D) + TICK;
 
 fn id(n: u8) -> NodeId {
     NodeId::new(n).unwrap()
@@ -438,29 +436,41 @@ fn a_crashed_volume_owner_is_replaced_within_the_bound() {
     assert!(!world.volumes[0].is_registered(owner), "{}", world.dump());
 }
 
+/// The quorum owner also owns the volume and crashes. The volume's
+/// challenge runs alongside the quorum's, so the median failover stays
+/// within [`VOLUME_FAILOVER`]; when two survivors split the replicas
+/// between them, the quorum takes a second challenge round, hence the
+/// worst case of twice that.
 #[test]
-fn losing_the_quorum_owner_and_volume_owner_at_once_recovers() {
-    let mut world = World::new(3, 3);
-    world.run(SETTLE);
-    let q = world.quorum_owner().unwrap();
-    let i = world.index(q);
-    let crashed_at = world.now;
-    if world.volume_owner() != Some(q) {
-        let owner = world.volume_owner().unwrap();
-        let j = world.index(owner);
-        world.apply(j, CoreInput::Move { volume: 0, to: q });
-        world.run(2 * D);
-        assert_eq!(world.volume_owner(), Some(q), "{}", world.dump());
-    }
-    world.crash(i);
-    world.run(SETTLE);
-    let next = world
-        .volume_owner()
-        .unwrap_or_else(|| panic!("{}", world.dump()));
-    assert_ne!(next, q);
-    assert!(world.quorum_owner().is_some());
-    let (at, _) = *world.owners.last().unwrap();
-    world.log.push(format!("failover {} ms", at - crashed_at));
+fn losing_the_quorum_owner_and_volume_owner_at_once_recovers_within_the_bound() {
+    let mut times: Vec<u64> = (3..30)
+        .map(|seed| {
+            let mut world = World::new(seed, 3);
+            world.run(SETTLE);
+            let q = world.quorum_owner().unwrap();
+            let i = world.index(q);
+            if world.volume_owner() != Some(q) {
+                let owner = world.volume_owner().unwrap();
+                let j = world.index(owner);
+                world.apply(j, CoreInput::Move { volume: 0, to: q });
+                world.run(2 * D);
+                assert_eq!(world.volume_owner(), Some(q), "{}", world.dump());
+            }
+            let crashed_at = world.now;
+            world.crash(i);
+            world.run(2 * VOLUME_FAILOVER);
+            let next = world
+                .volume_owner()
+                .unwrap_or_else(|| panic!("seed {seed}\n{}", world.dump()));
+            assert_ne!(next, q);
+            assert!(world.quorum_owner().is_some());
+            let (at, _) = *world.owners.last().unwrap();
+            at - crashed_at
+        })
+        .collect();
+    times.sort_unstable();
+    println!("volume and quorum owner failover, ms: {times:?}");
+    assert!(times[times.len() / 2] <= VOLUME_FAILOVER, "{times:?}");
 }
 
 #[test]
@@ -509,7 +519,7 @@ fn planned_move_goes_to_the_named_node() {
 
 #[test]
 fn random_faults_never_break_the_invariants_and_the_cluster_returns() {
-    for seed in 0..12 {
+    for seed in 0..40 {
         for nodes in [2, 3] {
             let mut world = World::new(100 + seed, nodes);
             world.faults = true;

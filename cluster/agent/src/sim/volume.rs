@@ -15,7 +15,9 @@ use proptest::prelude::*;
 use super::{Rng, SimLun};
 use crate::disk::{DiskFault, DiskOp};
 use crate::keys::{ClusterSignature, Generation, NodeId};
-use crate::ownership::{challenge_wait, Effect, Input, LossReason, Ownership, Policy, View};
+use crate::ownership::{
+    challenge_wait, Effect, Input, LossReason, Ownership, Policy, Standing, View,
+};
 use crate::time::Millis;
 
 const D: u64 = 3000;
@@ -95,7 +97,7 @@ impl World {
             .map(|n| (n.id, n.generation))
             .collect();
         View {
-            active: true,
+            standing: Standing::Active,
             members,
             ..View::default()
         }
