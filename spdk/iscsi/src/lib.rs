@@ -4,14 +4,20 @@
 //! connection: it reads into [`Connection::receive_buffer`] (or feeds bytes
 //! to [`Connection::receive`]), writes [`Connection::output_slices`] with one
 //! vectored write, and calls [`Connection::tick`] for timers.
+//!
+//! A command on a LUN whose bdev prefers offloading leaves the connection
+//! as an [`Offloaded`] I/O ([`Connection::next_offloaded`]); the reactor
+//! runs it on a worker and hands the [`Finished`] result back to
+//! [`Connection::complete`], which answers exactly as inline execution does.
 //! Targets and live sessions are shared registries ([`Targets`],
 //! [`Sessions`]) reached through a [`PortalContext`].
 //!
 //! Layout: `pdu/` frames and decodes PDUs, `login/` negotiates, `session.rs`
-//! runs the full feature phase with `task.rs` (per-command data) and
-//! `tmf.rs` (task management), `discovery.rs` answers SendTargets, `tx.rs`
-//! queues output and `buffers.rs` recycles payload buffers, so that the
-//! I/O path allocates nothing in steady state (`tests/no_alloc.rs`).
+//! runs the full feature phase with `task.rs` (per-command data),
+//! `tmf.rs` (task management) and `offload.rs` (I/O on workers),
+//! `discovery.rs` answers SendTargets, `tx.rs` queues output and
+//! `buffers.rs` recycles payload buffers, so that the I/O path allocates
+//! nothing in steady state (`tests/no_alloc.rs`).
 
 mod buffers;
 mod connection;
