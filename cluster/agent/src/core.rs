@@ -226,6 +226,12 @@ impl NodeCore {
             .is_some_and(|v| v.standing == Standing::Active)
     }
 
+    /// Lost the quorum because defenses of replicas lapsed (a failed path)
+    /// within the last few intervals: the peers should take the quorum over.
+    fn is_degraded(&self, now: Millis) -> bool {
+        !self.quorum.is_quorate() && self.quorum.lapsed_within(now, 3 * self.config.defense_ms)
+    }
+
     pub fn status(&self) -> CoreStatus {
         CoreStatus {
             node: self.config.me,
@@ -355,6 +361,7 @@ impl NodeCore {
             fx.push(CoreEffect::Heartbeat(self.detector.heartbeat(
                 self.quorum.record().epoch,
                 self.quorum.is_quorate(),
+                self.is_degraded(now),
             )));
         }
     }

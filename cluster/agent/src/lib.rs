@@ -48,7 +48,7 @@ pub use crate::node::{
     move_volume, request, run, status, KeyView, LunView, Node, Request, Response, Status,
 };
 pub use crate::ownership::{
-    challenge_wait, Effect, Input, LossReason, Ownership, Policy, Role, Standing, View,
+    challenge_wait, lapse_ms, Effect, Input, LossReason, Ownership, Policy, Role, Standing, View,
     DEFAULT_DEFENSE_MS,
 };
 pub use crate::quorum::{

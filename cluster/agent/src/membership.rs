@@ -78,6 +78,11 @@ pub struct Heartbeat {
     pub epoch: u64,
     /// The sender is the quorum owner right now.
     pub quorum_owner: bool,
+    /// The sender lost the quorum because its path to the replicas failed:
+    /// the others treat it as gone (suspected, not a member) so that one of
+    /// them takes the quorum over, until it heartbeats healthy again.
+    #[serde(default)]
+    pub degraded: bool,
 }
 
 /// What the detector concludes at one instant.
@@ -95,6 +100,7 @@ pub struct Detection {
 struct Heard {
     at: Millis,
     generation: Generation,
+    degraded: bool,
 }
 
 /// One node's failure detector: a pure function of the heartbeats it was
@@ -128,12 +134,13 @@ impl FailureDetector {
     }
 
     /// The heartbeat this node sends now.
-    pub fn heartbeat(&self, epoch: u64, quorum_owner: bool) -> Heartbeat {
+    pub fn heartbeat(&self, epoch: u64, quorum_owner: bool, degraded: bool) -> Heartbeat {
         Heartbeat {
             node: self.me,
             generation: self.generation,
             epoch,
             quorum_owner,
+            degraded,
         }
     }
 
@@ -156,6 +163,7 @@ impl FailureDetector {
             Heard {
                 at: now,
                 generation: hb.generation,
+                degraded: hb.degraded,
             },
         );
         if hb.quorum_owner {
@@ -166,7 +174,7 @@ impl FailureDetector {
     fn alive(&self, now: Millis, node: NodeId) -> Option<Generation> {
         self.heard
             .get(&node)
-            .filter(|h| now - h.at < suspect_ms(self.defense_ms))
+            .filter(|h| !h.degraded && now - h.at < suspect_ms(self.defense_ms))
             .map(|h| h.generation)
     }
 
@@ -221,7 +229,26 @@ mod tests {
             generation: gen(generation),
             epoch: 1,
             quorum_owner: owner,
+            degraded: false,
         }
+    }
+
+    #[test]
+    fn a_degraded_peer_counts_as_gone_until_it_heartbeats_healthy() {
+        let mut fd = FailureDetector::new(id(1), gen(1), [id(2), id(3)], D);
+        fd.heard(Millis(0), &hb(2, 1, false));
+        fd.heard(
+            Millis(0),
+            &Heartbeat {
+                degraded: true,
+                ..hb(3, 1, false)
+            },
+        );
+        let d = fd.detect(Millis(10));
+        assert!(d.suspected.contains(&id(3)) && !d.members.contains_key(&id(3)));
+        assert!(d.active, "itself and node 2 are a majority");
+        fd.heard(Millis(20), &hb(3, 1, false));
+        assert!(fd.detect(Millis(30)).members.contains_key(&id(3)));
     }
 
     #[test]

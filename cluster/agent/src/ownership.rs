@@ -49,6 +49,15 @@ pub const fn challenge_wait(defense_ms: u64) -> u64 {
     defense_ms * 5 / 2
 }
 
+/// How long an owner may go without a completed defense round (its path to
+/// the LUN failed) before it stops counting as owner: a round is due every
+/// interval, so this allows one late round. A challenge registered after
+/// the last completed round takes over no sooner than [`challenge_wait`]
+/// later, so the owner has stepped down half an interval before that.
+pub const fn lapse_ms(defense_ms: u64) -> u64 {
+    defense_ms * 2
+}
+
 /// Which keys are valid on the LUN, and when non-owners register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
@@ -112,6 +121,9 @@ pub enum LossReason {
     Inactive,
     /// Planned move to another node.
     Moved,
+    /// No defense round completed within [`lapse_ms`]: the path to the LUN
+    /// failed. Volumes ask a live member to take over.
+    Lapsed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,6 +212,10 @@ pub struct Ownership {
     /// Replicas: the last look found the holder invalid, but we may not
     /// challenge before winning the arbitration.
     wanting: bool,
+    /// Owner: when the last defense round found our key in place.
+    defended_at: Millis,
+    /// When our ownership last lapsed.
+    lapsed_at: Option<Millis>,
 }
 
 impl Ownership {
@@ -223,7 +239,14 @@ impl Ownership {
             victims: VecDeque::new(),
             handover: false,
             wanting: false,
+            defended_at: Millis(0),
+            lapsed_at: None,
         }
+    }
+
+    /// Did our ownership lapse within `window` before `now`?
+    pub fn lapsed_within(&self, now: Millis, window: u64) -> bool {
+        self.lapsed_at.is_some_and(|t| now - t < window)
     }
 
     /// True while this node believes it owns the LUN.
@@ -313,10 +336,33 @@ impl Ownership {
                 }
             }
         }
+        if self.is_owner() && now - self.defended_at > lapse_ms(self.defense_ms) {
+            self.lapse(now, &mut fx);
+        }
         if self.pending.is_none() && now >= self.next {
             self.start_round(now, &mut fx);
         }
         fx
+    }
+
+    /// Our defenses stopped completing: stop counting as owner (the
+    /// reservation stays until someone preempts it) and, for a volume, ask
+    /// the lowest-numbered live member to take over rather than wait for
+    /// the others to notice.
+    fn lapse(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        self.lapsed_at = Some(now);
+        self.step_down(now, LossReason::Lapsed, fx);
+        if self.policy == Policy::Volume {
+            let successor = self
+                .view
+                .members
+                .keys()
+                .copied()
+                .find(|&n| n != self.me && !self.view.suspected.contains(&n));
+            if let Some(node) = successor {
+                fx.push(Effect::AskToTakeOver(node));
+            }
+        }
     }
 
     fn issue(&mut self, pending: Pending, op: DiskOp, fx: &mut Vec<Effect>) {
@@ -597,6 +643,7 @@ impl Ownership {
                     yield_to: None,
                     confirmed: true,
                 };
+                self.defended_at = now;
                 self.next = now;
                 fx.push(Effect::BecameOwner);
             }
@@ -624,6 +671,7 @@ impl Ownership {
                     self.step_down(now, LossReason::Preempted, fx);
                     return;
                 }
+                self.defended_at = now;
                 self.handover = match self.state {
                     State::Owner {
                         yield_to: Some(t), ..

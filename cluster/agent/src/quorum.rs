@@ -268,6 +268,13 @@ impl Quorum {
             .collect()
     }
 
+    /// Did the ownership of any replica lapse within `window`?
+    pub fn lapsed_within(&self, now: Millis, window: u64) -> bool {
+        self.replicas
+            .iter()
+            .any(|r| r.own.lapsed_within(now, window))
+    }
+
     pub fn roles(&self) -> Vec<Role> {
         self.replicas.iter().map(|r| r.own.role()).collect()
     }

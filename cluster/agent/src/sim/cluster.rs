@@ -21,7 +21,7 @@ use crate::core::{failover_bound_ms, CoreConfig, CoreEffect, CoreInput, Lun, Nod
 use crate::disk::{DiskFault, DiskOp};
 use crate::keys::{ClusterSignature, Generation, NodeId};
 use crate::membership::max_delay_ms;
-use crate::ownership::challenge_wait;
+use crate::ownership::{challenge_wait, lapse_ms};
 use crate::quorum::ClusterRecord;
 use crate::time::Millis;
 
@@ -47,6 +47,9 @@ struct SimNode {
     inflight: BTreeMap<Lun, (Millis, DiskOp)>,
     /// The last quorum owner whose claim reached this node.
     claim_from: Option<NodeId>,
+    /// This node's path to the appliance failed: every command it issues is
+    /// Unavailable (the others still reach the LUNs).
+    path_down: bool,
 }
 
 #[derive(Debug)]
@@ -104,6 +107,7 @@ impl World {
                         core: core(id, generation, nodes, replicas, false),
                         inflight: BTreeMap::new(),
                         claim_from: None,
+                        path_down: false,
                     }
                 })
                 .collect(),
@@ -276,6 +280,7 @@ impl World {
                 let (_, op) = self.nodes[i].inflight.remove(&lun).unwrap();
                 let id = self.nodes[i].id;
                 let result = match lun {
+                    _ if self.nodes[i].path_down => Err(DiskFault::Unavailable),
                     Lun::Replica(r) if self.down[r] => Err(DiskFault::Unavailable),
                     Lun::Replica(r) => self.replicas[r].execute(id, &op),
                     Lun::Volume(v) => self.volumes[v].execute(id, &op),
@@ -471,6 +476,77 @@ fn losing_the_quorum_owner_and_volume_owner_at_once_recovers_within_the_bound() 
     times.sort_unstable();
     println!("volume and quorum owner failover, ms: {times:?}");
     assert!(times[times.len() / 2] <= VOLUME_FAILOVER, "{times:?}");
+}
+
+/// Makes a node other than the quorum owner own volume 0.
+fn volume_owner_apart_from_quorum_owner(world: &mut World) -> NodeId {
+    let q = world.quorum_owner().unwrap();
+    let owner = world.volume_owner().unwrap();
+    if owner != q {
+        return owner;
+    }
+    let other = world.nodes.iter().find(|n| n.id != q).unwrap().id;
+    let i = world.index(owner);
+    world.apply(
+        i,
+        CoreInput::Move {
+            volume: 0,
+            to: other,
+        },
+    );
+    world.run(2 * D);
+    world
+        .volume_owner()
+        .filter(|&o| o != q)
+        .unwrap_or_else(|| panic!("{}", world.dump()))
+}
+
+#[test]
+fn an_owner_that_loses_its_path_hands_the_volume_over_and_rejoins() {
+    let mut world = World::new(8, 3);
+    world.run(SETTLE);
+    let owner = volume_owner_apart_from_quorum_owner(&mut world);
+    let i = world.index(owner);
+    let lost_at = world.now;
+    world.nodes[i].path_down = true;
+    world.run(lapse_ms(D) + VOLUME_FAILOVER);
+    assert!(!world.nodes[i].core.owns(0), "{}", world.dump());
+    let next = world
+        .volume_owner()
+        .unwrap_or_else(|| panic!("{}", world.dump()));
+    assert_ne!(next, owner);
+    let (at, _) = *world.owners.last().unwrap();
+    println!("path lost: new owner after {} ms", at - lost_at);
+    // Its writes are fenced by the target, and once the path is back it is
+    // an ordinary member again.
+    assert!(!world.volumes[0].data_write(owner));
+    world.nodes[i].path_down = false;
+    world.run(SETTLE);
+    assert!(world.nodes[i].core.volume_active(), "{}", world.dump());
+    assert!(world.volumes[0].is_registered(owner), "{}", world.dump());
+    assert_eq!(world.volume_owner(), Some(next), "{}", world.dump());
+}
+
+#[test]
+fn a_quorum_owner_that_loses_its_path_is_replaced() {
+    let mut world = World::new(9, 3);
+    world.run(SETTLE);
+    let q = world.quorum_owner().unwrap();
+    let i = world.index(q);
+    world.nodes[i].path_down = true;
+    world.run(lapse_ms(D) + 2 * VOLUME_FAILOVER);
+    let next = world
+        .quorum_owner()
+        .unwrap_or_else(|| panic!("{}", world.dump()));
+    assert_ne!(next, q);
+    let owner = world
+        .volume_owner()
+        .unwrap_or_else(|| panic!("{}", world.dump()));
+    assert_ne!(owner, q);
+    assert!(!world.nodes[i].core.is_quorate(), "{}", world.dump());
+    world.nodes[i].path_down = false;
+    world.run(SETTLE);
+    assert!(world.nodes[i].core.volume_active(), "{}", world.dump());
 }
 
 #[test]
