@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::cdb::{Cdb, Command};
 use crate::error::TmfError;
-use crate::io::{settle, BlockIo, BlockOp, Started};
+use crate::io::{self, settle, BlockIo, BlockOp, Started};
 use crate::lun::Lun;
 use crate::nexus::{InitiatorPort, Nexus, NexusId, TargetPort};
 use crate::reservation::{self, Gate};
@@ -15,10 +15,17 @@ use crate::sense::{Completion, Sense, SenseReason};
 use crate::ua::Audience;
 use crate::{block, inquiry, mode, opcodes, provisioning};
 
-/// How far a command got on the transport's thread.
+/// What a command's handler left to do.
 enum Step {
     Done(Completion),
     Io(BlockOp),
+}
+
+/// How far a command got past the gate: done, or a block transfer on a
+/// LUN with the command's allocation length.
+enum Begun<'a> {
+    Done(Completion),
+    Io(&'a Arc<Lun>, BlockOp, u64),
 }
 
 /// The LUNs of one target (SPDK's `spdk_scsi_dev`).
@@ -113,8 +120,8 @@ impl Device {
         data_in: &mut Vec<u8>,
     ) -> Completion {
         match self.begin(nexus, command, data_out, data_in) {
-            Started::Done(completion) => completion,
-            Started::Io(io) => io.run(data_out, data_in),
+            Begun::Done(completion) => completion,
+            Begun::Io(lun, op, limit) => io::transfer(lun, op, limit, data_out, data_in),
         }
     }
 
@@ -131,8 +138,14 @@ impl Device {
         data_in: &mut Vec<u8>,
     ) -> Started {
         match self.begin(nexus, command, data_out, data_in) {
-            Started::Io(io) if !io.prefers_offload() => Started::Done(io.run(data_out, data_in)),
-            started => started,
+            Begun::Done(completion) => Started::Done(completion),
+            Begun::Io(lun, op, limit) if lun.prefers_offload() => {
+                let epoch = nexus.abort_epoch_handle(command.lun());
+                Started::Io(BlockIo::new(Arc::clone(lun), op, limit, epoch))
+            }
+            Begun::Io(lun, op, limit) => {
+                Started::Done(io::transfer(lun, op, limit, data_out, data_in))
+            }
         }
     }
 
@@ -142,22 +155,18 @@ impl Device {
         command: &Command,
         data_out: &[u8],
         data_in: &mut Vec<u8>,
-    ) -> Started {
+    ) -> Begun<'_> {
         data_in.clear();
         let cdb = command.cdb();
         let limit = command.transfer().bytes;
-        let result = match self.luns.get(&command.lun()) {
-            None => self.execute_without_lun(cdb, data_in).map(Step::Done),
-            Some(lun) => self.execute_on_lun(lun, nexus, command.lun(), cdb, data_out, data_in),
+        let Some(lun) = self.luns.get(&command.lun()) else {
+            let result = self.execute_without_lun(cdb, data_in);
+            return Begun::Done(settle(result, limit, data_in));
         };
-        match result {
-            Ok(Step::Io(op)) => {
-                let lun = &self.luns[&command.lun()];
-                let epoch = nexus.abort_epoch_handle(command.lun());
-                Started::Io(BlockIo::new(Arc::clone(lun), op, limit, epoch))
-            }
-            Ok(Step::Done(completion)) => Started::Done(settle(Ok(completion), limit, data_in)),
-            Err(reason) => Started::Done(settle(Err(reason), limit, data_in)),
+        match self.execute_on_lun(lun, nexus, command.lun(), cdb, data_out, data_in) {
+            Ok(Step::Io(op)) => Begun::Io(lun, op, limit),
+            Ok(Step::Done(completion)) => Begun::Done(settle(Ok(completion), limit, data_in)),
+            Err(reason) => Begun::Done(settle(Err(reason), limit, data_in)),
         }
     }
 

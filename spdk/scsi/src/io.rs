@@ -7,9 +7,11 @@
 //!                                      └─▶ Started::Io(BlockIo) ──run──▶ Completion + data-in
 //! ```
 //!
-//! [`Device::execute`](crate::Device::execute) is `start` followed by
-//! `run` on the same thread, so READ, WRITE, WRITE AND VERIFY and
+//! [`Device::execute`](crate::Device::execute) and `start` share everything
+//! up to the transfer, and the transfer is one function whether it runs
+//! inline or in [`BlockIo::run`], so READ, WRITE, WRITE AND VERIFY and
 //! SYNCHRONIZE CACHE have one implementation whichever thread runs them.
+//! The inline path builds no `BlockIo`: it touches no shared reference count.
 //! Writes take the LUN's range lock on the thread that runs them, so
 //! COMPARE AND WRITE stays atomic against writes on worker threads too.
 
@@ -66,12 +68,6 @@ impl BlockIo {
         }
     }
 
-    /// Whether the LUN's bdev asks for its transfers to run off the
-    /// transport's thread ([`reservoir_bdev::Bdev::prefers_offload`]).
-    pub fn prefers_offload(&self) -> bool {
-        self.lun.prefers_offload()
-    }
-
     /// Whether a PREEMPT AND ABORT from another nexus aborted this command
     /// after it passed the gate.
     pub fn aborted(&self) -> bool {
@@ -85,23 +81,32 @@ impl BlockIo {
     /// says TAS = 1).
     pub fn run(&self, data_out: &[u8], data_in: &mut Vec<u8>) -> Completion {
         data_in.clear();
-        let lun = &*self.lun;
-        // Only transfers that can take a device's latency are fenced: a RAM
-        // LUN's run inline, within the reactor's turn, and stay lock-free.
-        let _fence = lun.prefers_offload().then(|| lun.persistent.transfer());
+        let _fence = self.lun.persistent.transfer();
         if self.aborted() {
             return Completion::task_aborted();
         }
-        let result = match self.op {
-            BlockOp::Read(extent) => block::read(lun, extent, data_in),
-            BlockOp::Write { extent, fua } => block::write(lun, extent, fua, data_out),
-            BlockOp::WriteAndVerify { extent, check } => {
-                block::write_and_verify(lun, extent, check, data_out)
-            }
-            BlockOp::SynchronizeCache(extent) => block::synchronize_cache(lun, extent),
-        };
-        settle(result.map(|()| Completion::good()), self.limit, data_in)
+        transfer(&self.lun, self.op, self.limit, data_out, data_in)
     }
+}
+
+/// The block transfer itself, wherever it runs: inline on the transport's
+/// thread, or in [`BlockIo::run`] on a worker.
+pub(crate) fn transfer(
+    lun: &Lun,
+    op: BlockOp,
+    limit: u64,
+    data_out: &[u8],
+    data_in: &mut Vec<u8>,
+) -> Completion {
+    let result = match op {
+        BlockOp::Read(extent) => block::read(lun, extent, data_in),
+        BlockOp::Write { extent, fua } => block::write(lun, extent, fua, data_out),
+        BlockOp::WriteAndVerify { extent, check } => {
+            block::write_and_verify(lun, extent, check, data_out)
+        }
+        BlockOp::SynchronizeCache(extent) => block::synchronize_cache(lun, extent),
+    };
+    settle(result.map(|()| Completion::good()), limit, data_in)
 }
 
 /// The end every command shares: data-in truncated to the allocation length
