@@ -41,6 +41,7 @@ use crate::error::Error;
 use crate::keys::{ClusterSignature, Generation, NodeId};
 use crate::ownership::DEFAULT_DEFENSE_MS;
 use crate::quorum::MAX_MEMBERS;
+use crate::wire::{Secret, MIN_SECRET_LEN};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +58,7 @@ struct RawConfig {
     #[serde(default)]
     quorum: Vec<RawLun>,
     witness: Option<RawLun>,
+    secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +116,9 @@ pub struct NodeConfig {
     pub quorum: Vec<LunRef>,
     /// Two-node cluster with a witness.
     pub witness: bool,
+    /// A file holding the cluster's shared secret: heartbeats and requests
+    /// between agents are then authenticated (see `wire`).
+    pub secret_file: Option<PathBuf>,
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -272,6 +277,25 @@ impl NodeConfig {
             volumes,
             quorum,
             witness,
+            secret_file: raw.secret_file,
+        })
+    }
+
+    /// The shared secret from [`NodeConfig::secret_file`], surrounding
+    /// whitespace removed; `None` when none is configured.
+    pub fn load_secret(&self) -> Result<Option<Secret>, Error> {
+        let Some(path) = &self.secret_file else {
+            return Ok(None);
+        };
+        let text = fs::read(path).map_err(|source| Error::Io {
+            what: format!("read secret_file {}", path.display()),
+            source,
+        })?;
+        Secret::new(text.trim_ascii()).map(Some).ok_or_else(|| {
+            invalid(
+                "secret_file",
+                format!("{} holds fewer than {MIN_SECRET_LEN} bytes", path.display()),
+            )
         })
     }
 
@@ -481,6 +505,30 @@ mod tests {
         assert!(c.witness);
         assert_eq!(c.quorum.len(), 1);
         assert_eq!(c.quorum[0].lun, 3);
+    }
+
+    fn secret_from(path: &Path) -> Result<Option<Secret>, Error> {
+        let text = format!("secret_file = \"{}\"\n{THREE}", path.display());
+        NodeConfig::parse(&text).unwrap().load_secret()
+    }
+
+    #[test]
+    fn the_secret_file_is_read_trimmed_and_must_be_long_enough() {
+        assert!(NodeConfig::parse(THREE)
+            .unwrap()
+            .load_secret()
+            .unwrap()
+            .is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.key");
+        assert!(matches!(secret_from(&path), Err(Error::Io { .. })));
+        fs::write(&path, "a long enough shared secret\n").unwrap();
+        assert!(secret_from(&path).unwrap().is_some());
+        fs::write(&path, "  short \n").unwrap();
+        match secret_from(&path) {
+            Err(Error::Invalid { field, .. }) => assert_eq!(field, "secret_file"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod node;
 mod ownership;
 mod quorum;
 mod time;
+mod wire;
 mod witness;
 
 #[cfg(test)]
@@ -55,4 +56,5 @@ pub use crate::quorum::{
     ClusterRecord, Quorum, QuorumEffect, QuorumInput, LBA_RECORD, MAX_MEMBERS,
 };
 pub use crate::time::Millis;
+pub use crate::wire::{Opener, Rejected, Sealer, Secret, MIN_SECRET_LEN};
 pub use crate::witness::{LastSurviving, StartupGate};

@@ -41,14 +41,9 @@ use crate::keys::{ClusterKey, ClusterSignature, Generation, KeyRole, NodeId};
 use crate::membership::Heartbeat;
 use crate::ownership::challenge_wait;
 use crate::time::Millis;
+use crate::wire::{Opener, Rejected, Sealer};
 
-/// What travels between agents over UDP, one JSON datagram each.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Envelope {
-    cluster: String,
-    message: Message,
-}
-
+/// What travels between agents over UDP, one datagram each (`wire`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Message {
     Heartbeat(Heartbeat),
@@ -207,6 +202,7 @@ impl Node {
     /// Starts a new life of the node: bumps its generation, binds its
     /// heartbeat port and control socket, and starts the threads.
     pub fn start(config: NodeConfig) -> Result<Node, Error> {
+        let secret = config.load_secret()?;
         let generation = next_generation(&config.state_dir)?;
         let last_surviving = load_last_surviving(&config.state_dir)?;
         let io = |what: String| move |source| Error::Io { what, source };
@@ -258,9 +254,13 @@ impl Node {
                 events.clone(),
                 stop.clone(),
             );
-            let cluster = config.cluster.clone();
+            let opener = Opener::new(
+                &config.cluster,
+                config.peers().map(|p| p.id),
+                secret.clone(),
+            );
             threads.push(thread::spawn(move || {
-                receive_thread(udp, &cluster, events, stop)
+                receive_thread(udp, opener, events, stop)
             }));
         }
         {
@@ -294,6 +294,7 @@ impl Node {
                     )
                 })
                 .collect(),
+            sealer: Sealer::new(&config.cluster, config.me, generation, secret),
             config,
             core,
             udp,
@@ -356,18 +357,32 @@ fn lun_thread(lun: Lun, mut disk: IscsiDisk, ops: Receiver<DiskOp>, events: Send
     }
 }
 
-fn receive_thread(udp: UdpSocket, cluster: &str, events: Sender<Event>, stop: Arc<AtomicBool>) {
+fn receive_thread(
+    udp: UdpSocket,
+    mut opener: Opener,
+    events: Sender<Event>,
+    stop: Arc<AtomicBool>,
+) {
     let mut buf = [0u8; 2048];
+    let mut warned = false;
     while !stop.load(Ordering::SeqCst) {
-        let Ok((n, _)) = udp.recv_from(&mut buf) else {
+        let Ok((n, from)) = udp.recv_from(&mut buf) else {
             continue;
         };
-        // Anything that does not parse, or is another cluster's, is dropped.
-        let Ok(envelope) = serde_json::from_slice::<Envelope>(&buf[..n]) else {
-            continue;
-        };
-        if envelope.cluster == cluster && events.send(Event::Message(envelope.message)).is_err() {
-            return;
+        match opener.open::<Message>(&buf[..n]) {
+            Ok((_, message)) => {
+                if events.send(Event::Message(message)).is_err() {
+                    return;
+                }
+            }
+            // Stale datagrams are ordinary reordering; anything else is
+            // worth one line, not one per datagram.
+            Err(Rejected::Stale) => {}
+            Err(why) if !warned => {
+                warned = true;
+                eprintln!("reservoir node: dropping a datagram from {from}: {why} (further ones dropped silently)");
+            }
+            Err(_) => {}
         }
     }
 }
@@ -410,6 +425,7 @@ struct Runtime {
     config: NodeConfig,
     core: NodeCore,
     udp: UdpSocket,
+    sealer: Sealer,
     disks: BTreeMap<Lun, Sender<DiskOp>>,
     lun_views: BTreeMap<Lun, LunView>,
     started: Instant,
@@ -538,8 +554,9 @@ impl Runtime {
             CoreEffect::Heartbeat(hb) => self.broadcast(Message::Heartbeat(hb)),
             CoreEffect::AskToTakeOver { volume, node } => {
                 let volume = self.config.volumes[volume].name.clone();
-                if let Some(peer) = self.config.nodes.iter().find(|n| n.id == node) {
-                    self.send(peer.address, &Message::TakeOver { volume });
+                let peer = self.config.nodes.iter().find(|n| n.id == node);
+                if let Some(address) = peer.map(|p| p.address) {
+                    self.send(address, &Message::TakeOver { volume });
                 }
             }
             CoreEffect::ForwardMove { volume, to } => {
@@ -556,18 +573,15 @@ impl Runtime {
         Ok(())
     }
 
-    fn broadcast(&self, message: Message) {
-        for peer in self.config.peers() {
-            self.send(peer.address, &message);
+    fn broadcast(&mut self, message: Message) {
+        let peers: Vec<_> = self.config.peers().map(|p| p.address).collect();
+        for peer in peers {
+            self.send(peer, &message);
         }
     }
 
-    fn send(&self, to: std::net::SocketAddr, message: &Message) {
-        let envelope = Envelope {
-            cluster: self.config.cluster.clone(),
-            message: message.clone(),
-        };
-        let bytes = serde_json::to_vec(&envelope).expect("messages serialize");
+    fn send(&mut self, to: std::net::SocketAddr, message: &Message) {
+        let bytes = self.sealer.seal(message);
         // A lost heartbeat is what the failure detector is for.
         let _ = self.udp.send_to(&bytes, to);
     }

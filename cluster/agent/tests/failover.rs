@@ -5,7 +5,9 @@
 //! as `kill -9` would; the test measures how long until another node owns
 //! the volume, checks the bound, and checks that the dead node's
 //! registration is gone and a write through its I_T nexus is refused with
-//! RESERVATION CONFLICT.
+//! RESERVATION CONFLICT. The nodes share a secret, and while the owner is
+//! dead a forger heartbeats in its name without it: the failover must not
+//! notice.
 //!
 //! The daemon binary is located next to this test's own executable
 //! (`<target>/debug/reservoir`) and built with `cargo build -p reservoir`
@@ -15,12 +17,14 @@ use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use reservoir_cluster::{
-    challenge_wait, node_isid, request, suspect_ms, KeyRole, Node, NodeConfig, NodeId, Request,
-    Response, Role, Status,
+    failover_bound_ms, node_isid, request, Generation, Heartbeat, KeyRole, Node, NodeConfig,
+    NodeId, Request, Response, Role, Sealer, Secret, Status,
 };
 use reservoir_initiator::{ConnectOptions, Initiator};
 
@@ -122,11 +126,15 @@ fn start_daemon(dir: &Path, port: u16) -> Daemon {
     daemon
 }
 
+/// Every node shares the secret in `dir/cluster.key`.
 fn node_config(dir: &Path, me: u8, portal: u16, heartbeat: &[u16; 3]) -> NodeConfig {
+    let secret = dir.join("cluster.key");
+    std::fs::write(&secret, "an e2e cluster secret\n").unwrap();
     let mut toml = format!(
         "cluster = \"e2e\"\nnode = {me}\nstate_dir = \"{}\"\ndefense_interval_ms = {D}\n\
-         portals = [\"127.0.0.1:{portal}\"]\n\n",
-        dir.join(format!("node{me}")).display()
+         portals = [\"127.0.0.1:{portal}\"]\nsecret_file = \"{}\"\n\n",
+        dir.join(format!("node{me}")).display(),
+        secret.display()
     );
     for (i, port) in heartbeat.iter().enumerate() {
         writeln!(
@@ -145,6 +153,29 @@ fn node_config(dir: &Path, me: u8, portal: u16, heartbeat: &[u16; 3]) -> NodeCon
         writeln!(toml, "[[quorum]]\ntarget = \"{IQN}\"\nlun = {lun}\n").unwrap();
     }
     NodeConfig::parse(&toml).unwrap()
+}
+
+/// Sends `dead`'s heartbeats, sealed with a wrong secret and a generation
+/// above any real one, to every node until `forging` is cleared.
+fn forge_heartbeats(dead: NodeId, ports: &[u16; 3], forging: &AtomicBool) {
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let generation = Generation::new(1_000_000).unwrap();
+    let wrong = Secret::new(b"not the cluster secret").unwrap();
+    let mut sealer = Sealer::new("e2e", dead, generation, Some(wrong));
+    while forging.load(Ordering::SeqCst) {
+        let heartbeat = Heartbeat {
+            node: dead,
+            generation,
+            epoch: u64::MAX,
+            quorum_owner: true,
+            degraded: false,
+        };
+        let datagram = sealer.seal(&serde_json::json!({ "Heartbeat": heartbeat }));
+        for port in ports {
+            let _ = udp.send_to(&datagram, ("127.0.0.1", *port));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn owner(statuses: &[(u8, Status)]) -> Option<u8> {
@@ -236,20 +267,26 @@ fn kill_the_owner(move_first: bool) {
     };
 
     // Kill the owner: its threads stop, its sessions drop, nothing is
-    // released or unregistered.
+    // released or unregistered. Meanwhile a forger that does not know the
+    // secret heartbeats in the dead node's name; were it believed, the
+    // dead node would look alive and nobody would take over.
     let i = nodes.iter().position(|(id, _)| *id == first).unwrap();
     let (_, victim) = nodes.remove(i);
     let killed = Instant::now();
     drop(victim);
-    let bound = if quorum_owner == Some(first) {
-        // The quorum moves first (lease, detection, challenge), then the
-        // volume.
-        Duration::from_millis(2 * (suspect_ms(D) + challenge_wait(D) + 2 * D))
-    } else {
-        Duration::from_millis(suspect_ms(D) + challenge_wait(D) + 2 * D)
+    let forging = Arc::new(AtomicBool::new(true));
+    let forger = {
+        let forging = forging.clone();
+        let dead = NodeId::new(first).unwrap();
+        thread::spawn(move || forge_heartbeats(dead, &heartbeat, &forging))
     };
+    // Twice the documented bound, as the process tests: a loaded machine
+    // may add a round; a failover that never happens still fails.
+    let bound = Duration::from_millis(2 * failover_bound_ms(D));
     let next = wait_for("the next owner", bound, || owner(&statuses(&nodes)));
     let failover = killed.elapsed();
+    forging.store(false, Ordering::SeqCst);
+    forger.join().unwrap();
     eprintln!(
         "FAILOVER: node {first} (quorum owner: {}) killed; node {next} owns the volume after {failover:?} (D = {D} ms, bound {bound:?})",
         quorum_owner == Some(first)
