@@ -32,9 +32,8 @@ use crate::witness::{LastSurviving, StartupGate};
 /// How soon a volume whose owner died has a new owner: detection, the
 /// challenge wait, one round of commands. It holds when the dead node also
 /// owned the quorum, because the volume's challenge waits alongside the
-/// replicas' ([`Standing::Waiting`]); when two survivors split the replicas
-/// between them the quorum needs a second challenge round, so the worst case
-/// is about twice this.
+/// replicas' ([`Standing::Waiting`]) and one survivor, the leader, contends
+/// for the replicas first.
 pub const fn failover_bound_ms(defense_ms: u64) -> u64 {
     suspect_ms(defense_ms) + ownership::challenge_wait(defense_ms) + defense_ms
 }
@@ -318,6 +317,7 @@ impl NodeCore {
             );
             self.quorum_effects(out, fx);
         }
+        self.quorum.heard_claim(self.detection.last_claim);
         let mut out = self.quorum.apply(now, QuorumInput::Tick);
         if self.quorum.is_quorate() {
             let members = self.detection.members.clone();

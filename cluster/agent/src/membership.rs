@@ -92,6 +92,8 @@ pub struct Detection {
     pub active: bool,
     /// Heard the quorum owner's claim within the lease.
     pub lease: bool,
+    /// When a peer's quorum claim was last heard.
+    pub last_claim: Option<Millis>,
     /// The membership the quorum owner should record.
     pub members: BTreeMap<NodeId, Generation>,
 }
@@ -202,6 +204,7 @@ impl FailureDetector {
             lease: self
                 .owner_claim
                 .is_some_and(|t| now - t < lease_ms(self.defense_ms)),
+            last_claim: self.owner_claim,
             suspected,
             members,
         }

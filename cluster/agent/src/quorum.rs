@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::arbitration::{FastMutex, MutexEffect, MutexInput};
 use crate::disk::{DiskOp, DiskReply, DiskResult};
 use crate::keys::{ClusterSignature, Generation, NodeId};
-use crate::ownership::{self, Ownership, Policy, Role, Standing, View};
+use crate::membership::{lease_ms, max_delay_ms};
+use crate::ownership::{self, challenge_wait, Ownership, Policy, Role, Standing, View};
 use crate::time::Millis;
 
 /// Block of the cluster record on every replica (blocks 1..16 hold the
@@ -180,6 +181,8 @@ struct Replica {
     /// Non-owners: the record last read here this round.
     seen: Option<Option<ClusterRecord>>,
     entered_at: Option<Millis>,
+    /// Since when the ownership machine has wanted to challenge.
+    wanting_since: Option<Millis>,
 }
 
 /// One node's view and handling of the replica set.
@@ -200,6 +203,7 @@ pub struct Quorum {
     proposal: Option<ClusterRecord>,
     quorate: bool,
     next_read: Millis,
+    last_claim: Option<Millis>,
 }
 
 impl Quorum {
@@ -220,6 +224,7 @@ impl Quorum {
             sync: Sync::Unknown,
             seen: None,
             entered_at: None,
+            wanting_since: None,
         };
         Quorum {
             me,
@@ -234,6 +239,7 @@ impl Quorum {
             proposal: None,
             quorate: false,
             next_read: Millis(0),
+            last_claim: None,
         }
     }
 
@@ -347,7 +353,7 @@ impl Quorum {
             self.quorate = quorate;
             fx.push(QuorumEffect::Quorate(quorate));
         }
-        self.commit(&mut fx);
+        self.commit(now, &mut fx);
         self.non_owner_adopt(&mut fx);
         if self.record.epoch != epoch {
             // Volume and replica owners validate keys against the record.
@@ -408,9 +414,22 @@ impl Quorum {
     /// Lamport's arbitration in front of each challenge: enter when the
     /// ownership machine wants to challenge; leave once it has started (or
     /// after two intervals if it never did).
+    ///
+    /// The [leader](Self::leader) contends at once; the others only after
+    /// it had time for a whole challenge, so that survivors do not split
+    /// the replicas between them (which costs a second challenge round)
+    /// unless the leader cannot reach them.
     fn arbitrate(&mut self, now: Millis, i: usize) {
+        let wanting = self.active && self.replicas[i].own.wants_to_challenge();
+        let since = if wanting {
+            *self.replicas[i].wanting_since.get_or_insert(now)
+        } else {
+            self.replicas[i].wanting_since = None;
+            now
+        };
+        let head_start = challenge_wait(self.defense_ms) + self.defense_ms;
+        let wants = wanting && (self.leader() == self.me || now - since > head_start);
         let r = &self.replicas[i];
-        let wants = self.active && r.own.wants_to_challenge();
         let input = if r.mutex.is_inside() {
             let done = matches!(r.own.role(), Role::Challenging | Role::Owner)
                 || r.entered_at.is_some_and(|t| now - t > 2 * self.defense_ms);
@@ -589,14 +608,14 @@ impl Quorum {
 
     /// Commit the proposal once a majority holds it; then start the next
     /// change the quorum owner wants.
-    fn commit(&mut self, fx: &mut Vec<QuorumEffect>) {
+    fn commit(&mut self, now: Millis, fx: &mut Vec<QuorumEffect>) {
         if let Some(proposal) = self.proposal.clone() {
             let acked = self
                 .replicas
                 .iter()
                 .filter(|r| r.own.is_owner() && r.sync == Sync::Synced(proposal.epoch))
                 .count();
-            if acked >= self.majority() {
+            if acked >= self.majority() && (self.quorate || self.leases_ended(now)) {
                 self.record = proposal.clone();
                 self.proposal = None;
                 self.quorate = true;
@@ -622,6 +641,22 @@ impl Quorum {
                 self.write_proposal(proposal);
             }
         }
+    }
+
+    /// Might another node still use volumes on a lease from an earlier
+    /// owner's claim? A takeover after a failure comes long after the
+    /// leases end (the challenge wait), but replicas handed over in a
+    /// planned move arrive at once: the new owner claims the quorum only
+    /// when every lease from the last claim it heard has run out, its own
+    /// and those of nodes that heard the claim up to a delay later.
+    fn leases_ended(&self, now: Millis) -> bool {
+        self.last_claim
+            .is_none_or(|t| now - t >= lease_ms(self.defense_ms) + max_delay_ms(self.defense_ms))
+    }
+
+    /// The last quorum claim heard from a peer.
+    pub fn heard_claim(&mut self, at: Option<Millis>) {
+        self.last_claim = at;
     }
 
     fn owned(&self) -> usize {

@@ -442,10 +442,9 @@ fn a_crashed_volume_owner_is_replaced_within_the_bound() {
 }
 
 /// The quorum owner also owns the volume and crashes. The volume's
-/// challenge runs alongside the quorum's, so the median failover stays
-/// within [`VOLUME_FAILOVER`]; when two survivors split the replicas
-/// between them, the quorum takes a second challenge round, hence the
-/// worst case of twice that.
+/// challenge runs alongside the quorum's, and only the leader contends for
+/// the replicas at first (two survivors splitting them would need a second
+/// round), so every failover stays within [`VOLUME_FAILOVER`].
 #[test]
 fn losing_the_quorum_owner_and_volume_owner_at_once_recovers_within_the_bound() {
     let mut times: Vec<u64> = (3..30)
@@ -463,7 +462,7 @@ fn losing_the_quorum_owner_and_volume_owner_at_once_recovers_within_the_bound() 
             }
             let crashed_at = world.now;
             world.crash(i);
-            world.run(2 * VOLUME_FAILOVER);
+            world.run(VOLUME_FAILOVER);
             let next = world
                 .volume_owner()
                 .unwrap_or_else(|| panic!("seed {seed}\n{}", world.dump()));
@@ -475,7 +474,7 @@ fn losing_the_quorum_owner_and_volume_owner_at_once_recovers_within_the_bound() 
         .collect();
     times.sort_unstable();
     println!("volume and quorum owner failover, ms: {times:?}");
-    assert!(times[times.len() / 2] <= VOLUME_FAILOVER, "{times:?}");
+    assert!(times.iter().all(|&t| t <= VOLUME_FAILOVER), "{times:?}");
 }
 
 /// Makes a node other than the quorum owner own volume 0.
