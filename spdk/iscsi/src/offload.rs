@@ -11,7 +11,7 @@
 //! worker owns them until the medium is done with them. A `Finished` for a
 //! connection that has ended is simply dropped.
 
-use reservoir_scsi::{BlockIo, Completion};
+use reservoir_scsi::{AlignedBuf, BlockIo, Completion};
 
 use crate::pdu::Itt;
 use crate::task::Task;
@@ -21,8 +21,8 @@ use crate::task::Task;
 pub struct Offloaded {
     pub(crate) itt: Itt,
     pub(crate) io: BlockIo,
-    pub(crate) data_out: Vec<u8>,
-    pub(crate) data_in: Vec<u8>,
+    pub(crate) data_out: AlignedBuf,
+    pub(crate) data_in: AlignedBuf,
 }
 
 impl Offloaded {
@@ -43,8 +43,8 @@ impl Offloaded {
 pub struct Finished {
     pub(crate) itt: Itt,
     pub(crate) completion: Completion,
-    pub(crate) data_out: Vec<u8>,
-    pub(crate) data_in: Vec<u8>,
+    pub(crate) data_out: AlignedBuf,
+    pub(crate) data_in: AlignedBuf,
 }
 
 /// A task whose I/O is on a worker.

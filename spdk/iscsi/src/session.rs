@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use std::collections::VecDeque;
 
-use reservoir_scsi::{Completion, DataDirection, Nexus, Started, Status};
+use reservoir_scsi::{AlignedBuf, Completion, DataDirection, Nexus, Started, Status};
 
 use crate::connection::PortalContext;
 use crate::discovery;
@@ -455,7 +455,13 @@ impl Session {
 
     /// Data-In and SCSI Response for a task that has run, with residuals
     /// (§11.4.5) and status or sense; the one ending of every command.
-    fn respond(&mut self, tx: &mut Tx, task: Task, completion: Completion, mut data_in: Vec<u8>) {
+    fn respond(
+        &mut self,
+        tx: &mut Tx,
+        task: Task,
+        completion: Completion,
+        mut data_in: AlignedBuf,
+    ) {
         let moved = match task.transfer.direction {
             DataDirection::In => data_in.len().min(task.expected_len as usize) as u64,
             DataDirection::Out => (task.data.len() as u64).min(task.transfer.bytes),
@@ -486,7 +492,7 @@ impl Session {
         &self,
         tx: &mut Tx,
         task: &Task,
-        data: Vec<u8>,
+        data: AlignedBuf,
         status: Option<(Completion, Residual)>,
     ) -> u32 {
         let len = data.len();

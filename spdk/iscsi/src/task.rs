@@ -6,7 +6,7 @@
 //! and DataSequenceInOrder=Yes, so one `received` cursor validates it all.
 //! R2Ts are issued once the unsolicited burst is over, from the cursor on.
 
-use reservoir_scsi::{Command, Completion, DataDirection, Transfer};
+use reservoir_scsi::{AlignedBuf, Command, Completion, DataDirection, Transfer};
 
 use crate::buffers::BufferPool;
 use crate::login::OUR_MAX_OUTSTANDING_R2T;
@@ -114,7 +114,7 @@ pub(crate) struct Task {
     /// PREEMPT AND ABORT from another nexus moves it (SPC-4 5.13.11.5).
     pub abort_epoch: u64,
     /// Data-Out received so far, from offset 0.
-    pub data: Vec<u8>,
+    pub data: AlignedBuf,
     /// Bytes to solicit: min(EDTL, CDB transfer length).
     wanted: u32,
     /// End of the unsolicited burst while it is still open.

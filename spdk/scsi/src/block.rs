@@ -1,7 +1,7 @@
 //! Block commands (SBC-4): READ, WRITE, WRITE AND VERIFY, VERIFY, ORWRITE,
 //! COMPARE AND WRITE, SYNCHRONIZE CACHE, PRE-FETCH, READ CAPACITY.
 
-use reservoir_bdev::{BdevError, Durability, ErrorKind, Lba};
+use reservoir_bdev::{AlignedBuf, BdevError, Durability, ErrorKind, Lba};
 
 use crate::cdb::{ByteCheck, Extent};
 use crate::lun::Lun;
@@ -94,7 +94,7 @@ fn first_mismatch(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
 }
 
-pub(crate) fn read(lun: &Lun, extent: Extent, data_in: &mut Vec<u8>) -> Result<(), SenseReason> {
+pub(crate) fn read(lun: &Lun, extent: Extent, data_in: &mut AlignedBuf) -> Result<(), SenseReason> {
     check_range(lun, extent)?;
     if extent.blocks == 0 {
         return Ok(());

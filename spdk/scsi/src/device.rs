@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use reservoir_bdev::AlignedBuf;
+
 use crate::cdb::{Cdb, Command};
 use crate::error::TmfError;
 use crate::io::{self, settle, BlockIo, BlockOp, Started};
@@ -117,7 +119,7 @@ impl Device {
         nexus: &mut Nexus,
         command: &Command,
         data_out: &[u8],
-        data_in: &mut Vec<u8>,
+        data_in: &mut AlignedBuf,
     ) -> Completion {
         match self.begin(nexus, command, data_out, data_in) {
             Begun::Done(completion) => completion,
@@ -135,7 +137,7 @@ impl Device {
         nexus: &mut Nexus,
         command: &Command,
         data_out: &[u8],
-        data_in: &mut Vec<u8>,
+        data_in: &mut AlignedBuf,
     ) -> Started {
         match self.begin(nexus, command, data_out, data_in) {
             Begun::Done(completion) => Started::Done(completion),
@@ -154,7 +156,7 @@ impl Device {
         nexus: &mut Nexus,
         command: &Command,
         data_out: &[u8],
-        data_in: &mut Vec<u8>,
+        data_in: &mut AlignedBuf,
     ) -> Begun<'_> {
         data_in.clear();
         let cdb = command.cdb();
@@ -173,16 +175,15 @@ impl Device {
     fn execute_without_lun(
         &self,
         cdb: &Cdb,
-        data_in: &mut Vec<u8>,
+        data_in: &mut AlignedBuf,
     ) -> Result<Completion, SenseReason> {
         match cdb {
-            Cdb::ReportLuns { select, .. } => *data_in = self.report_luns(*select),
+            Cdb::ReportLuns { select, .. } => data_in.extend_from_slice(&self.report_luns(*select)),
             // SPC-4, REQUEST SENSE: sense data LOGICAL UNIT NOT SUPPORTED, status GOOD.
-            Cdb::RequestSense { .. } => {
-                *data_in = Sense::new(SenseReason::LunNotSupported).to_fixed_bytes()
-            }
+            Cdb::RequestSense { .. } => data_in
+                .extend_from_slice(&Sense::new(SenseReason::LunNotSupported).to_fixed_bytes()),
             Cdb::Unknown { reason } => return Err(*reason),
-            _ => *data_in = inquiry::no_lun(cdb)?,
+            _ => data_in.extend_from_slice(&inquiry::no_lun(cdb)?),
         }
         Ok(Completion::good())
     }
@@ -194,14 +195,14 @@ impl Device {
         lun_id: u64,
         cdb: &Cdb,
         data_out: &[u8],
-        data_in: &mut Vec<u8>,
+        data_in: &mut AlignedBuf,
     ) -> Result<Step, SenseReason> {
         // 1. Unit attention (SAM-5).
         if let Cdb::RequestSense { .. } = cdb {
             let reason = nexus
                 .take_unit_attention(lun_id)
                 .unwrap_or(SenseReason::NoSense);
-            *data_in = Sense::new(reason).to_fixed_bytes();
+            data_in.extend_from_slice(&Sense::new(reason).to_fixed_bytes());
             return Ok(Step::Done(Completion::good()));
         }
         if !cdb.passes_unit_attention() {
@@ -223,13 +224,13 @@ impl Device {
             Cdb::StartStopUnit { .. } => {}
             Cdb::RequestSense { .. } => unreachable!("handled before the gate"),
             Cdb::Inquiry { evpd, page, .. } => {
-                *data_in = inquiry::inquiry(lun, &self.target_port, evpd, page)?
+                data_in.extend_from_slice(&inquiry::inquiry(lun, &self.target_port, evpd, page)?)
             }
-            Cdb::ReportLuns { select, .. } => *data_in = self.report_luns(select),
-            Cdb::ReadCapacity10 => *data_in = block::read_capacity_10(lun),
-            Cdb::ReadCapacity16 { .. } => *data_in = block::read_capacity_16(lun),
+            Cdb::ReportLuns { select, .. } => data_in.extend_from_slice(&self.report_luns(select)),
+            Cdb::ReadCapacity10 => data_in.extend_from_slice(&block::read_capacity_10(lun)),
+            Cdb::ReadCapacity16 { .. } => data_in.extend_from_slice(&block::read_capacity_16(lun)),
             Cdb::GetLbaStatus { lba, alloc } => {
-                *data_in = provisioning::get_lba_status(lun, lba, alloc)?
+                data_in.extend_from_slice(&provisioning::get_lba_status(lun, lba, alloc)?)
             }
             Cdb::Read { extent, .. } => return Ok(Step::Io(BlockOp::Read(extent))),
             Cdb::Write { extent, fua } => return Ok(Step::Io(BlockOp::Write { extent, fua })),
@@ -247,7 +248,7 @@ impl Device {
                 return Ok(Step::Io(BlockOp::SynchronizeCache(extent)))
             }
             Cdb::PreFetch { extent } => block::pre_fetch(lun, extent)?,
-            Cdb::ModeSense(ms) => *data_in = mode::sense(lun, &ms)?,
+            Cdb::ModeSense(ms) => data_in.extend_from_slice(&mode::sense(lun, &ms)?),
             Cdb::ModeSelect(ms) => {
                 if mode::select(lun, &ms, data_out)? {
                     // SPC-4: the other nexuses learn of the change.
@@ -257,12 +258,11 @@ impl Device {
                     );
                 }
             }
-            Cdb::ReportSupportedOpcodes { query, .. } => {
-                *data_in =
-                    opcodes::report_supported_opcodes(query, lun.geometry().thin_provisioned)?
-            }
+            Cdb::ReportSupportedOpcodes { query, .. } => data_in.extend_from_slice(
+                &opcodes::report_supported_opcodes(query, lun.geometry().thin_provisioned)?,
+            ),
             Cdb::ReportSupportedTmfs { repd, .. } => {
-                *data_in = opcodes::report_supported_tmfs(repd)
+                data_in.extend_from_slice(&opcodes::report_supported_tmfs(repd))
             }
             Cdb::Reserve => {
                 if !lun.reserve(nexus.id) {
@@ -270,7 +270,9 @@ impl Device {
                 }
             }
             Cdb::Release => lun.release(nexus.id),
-            Cdb::PersistentReserveIn(cmd) => *data_in = lun.persistent.execute_in(&cmd),
+            Cdb::PersistentReserveIn(cmd) => {
+                data_in.extend_from_slice(&lun.persistent.execute_in(&cmd))
+            }
             Cdb::PersistentReserveOut { cdb } => {
                 return Ok(Step::Done(lun.persistent.execute_out(
                     &lun.events,

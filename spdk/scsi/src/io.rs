@@ -18,6 +18,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use reservoir_bdev::AlignedBuf;
+
 use crate::block;
 use crate::cdb::{ByteCheck, Extent};
 use crate::lun::Lun;
@@ -79,7 +81,7 @@ impl BlockIo {
     /// command aborted by PREEMPT AND ABORT before it reached the medium
     /// ends with TASK ABORTED and touches nothing (the Control mode page
     /// says TAS = 1).
-    pub fn run(&self, data_out: &[u8], data_in: &mut Vec<u8>) -> Completion {
+    pub fn run(&self, data_out: &[u8], data_in: &mut AlignedBuf) -> Completion {
         data_in.clear();
         let _fence = self.lun.persistent.transfer();
         if self.aborted() {
@@ -96,7 +98,7 @@ pub(crate) fn transfer(
     op: BlockOp,
     limit: u64,
     data_out: &[u8],
-    data_in: &mut Vec<u8>,
+    data_in: &mut AlignedBuf,
 ) -> Completion {
     let result = match op {
         BlockOp::Read(extent) => block::read(lun, extent, data_in),
@@ -114,7 +116,7 @@ pub(crate) fn transfer(
 pub(crate) fn settle(
     result: Result<Completion, SenseReason>,
     limit: u64,
-    data_in: &mut Vec<u8>,
+    data_in: &mut AlignedBuf,
 ) -> Completion {
     if data_in.len() as u64 > limit {
         data_in.truncate(limit as usize);

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use reservoir_scsi::Status;
+use reservoir_scsi::{AlignedBuf, Status};
 
 /// Opcodes the device implements, so the generator reaches past the opcode
 /// check most of the time.
@@ -51,7 +51,7 @@ proptest! {
         let mut other = f.device.new_nexus(reservoir_scsi::InitiatorPort { name: "q".into(), isid: [1; 6] });
         for cdb in cdbs {
             for nexus in [&mut n, &mut other] {
-                let mut data_in = Vec::new();
+                let mut data_in = AlignedBuf::new();
                 match f.device.parse(lun, &cdb) {
                     Ok(cmd) => {
                         let c = f.device.execute(nexus, &cmd, &data, &mut data_in);

@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::*;
-use reservoir_scsi::{DataDirection, SenseKey};
+use reservoir_scsi::{AlignedBuf, DataDirection, SenseKey};
 
 fn pattern(blocks: usize, seed: u8) -> Vec<u8> {
     (0..blocks * BS)
@@ -525,7 +525,7 @@ fn four_k_blocks() {
     });
     let mut run = |cdb: &[u8], out: &[u8]| {
         let cmd = device.parse(0, cdb).unwrap();
-        let mut data_in = Vec::new();
+        let mut data_in = AlignedBuf::new();
         let c = device.execute(&mut n, &cmd, out, &mut data_in);
         (c, cmd.transfer().bytes, data_in)
     };
@@ -540,7 +540,7 @@ fn four_k_blocks() {
     assert_eq!(bytes, 8192);
     let (c, _, back) = run(&cdb10(0x28, 0, 62, 2), &[]);
     assert_good(&c);
-    assert_eq!(back, data);
+    assert_eq!(back[..], data[..]);
     // No volatile cache: WCE is clear and not changeable.
     let (_, _, d) = run(&[0x1A, 0x08, 0x48, 0, 255, 0], &[]);
     assert_eq!(d[6], 0);

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use reservoir_scsi::{Completion, Nexus, Started, Status};
+use reservoir_scsi::{AlignedBuf, Completion, Nexus, Started, Status};
 
 /// Runs one command through `start`, finishing a returned `BlockIo` on a
 /// thread of its own. Also says whether it was offloaded.
@@ -22,9 +22,9 @@ fn run_split(
         Ok(cmd) => cmd,
         Err(c) => return (c, Vec::new(), false),
     };
-    let mut data_in = Vec::new();
+    let mut data_in = AlignedBuf::new();
     match f.device.start(n, &cmd, data_out, &mut data_in) {
-        Started::Done(c) => (c, data_in, false),
+        Started::Done(c) => (c, data_in.to_vec(), false),
         Started::Io(io) => {
             let data_out = data_out.to_vec();
             let (c, data_in) = thread::spawn(move || {
@@ -35,7 +35,7 @@ fn run_split(
             .join()
             .unwrap();
             assert!(data_in.len() as u64 <= cmd.transfer().bytes);
-            (c, data_in, true)
+            (c, data_in.to_vec(), true)
         }
     }
 }
@@ -149,7 +149,7 @@ fn preempt_and_abort_waits_for_a_running_transfer() {
     assert_good(&f.run(&mut a, 1, &pr_out(0, 0, 24), &register(0xA)).0);
     assert_good(&f.run(&mut b, 1, &pr_out(0, 0, 24), &register(0xB)).0);
     let cmd = f.device.parse(1, &cdb10(0x2A, 0, 5, 1)).unwrap();
-    let mut data_in = Vec::new();
+    let mut data_in = AlignedBuf::new();
     let Started::Io(io) = f.device.start(&mut a, &cmd, &[7; BS], &mut data_in) else {
         panic!("a write on an offloading LUN is offloaded");
     };
@@ -191,7 +191,7 @@ fn preempt_and_abort_ends_a_started_io_with_task_aborted() {
     assert_good(&f.run(&mut b, 1, &pr_out(0, 0, 24), &register(0xB)).0);
     let cmd = f.device.parse(1, &cdb10(0x2A, 0, 5, 1)).unwrap();
     let data = pattern(9, BS);
-    let mut data_in = Vec::new();
+    let mut data_in = AlignedBuf::new();
     let Started::Io(io) = f.device.start(&mut a, &cmd, &data, &mut data_in) else {
         panic!("a write on an offloading LUN is offloaded");
     };

@@ -1,12 +1,29 @@
 //! Commands whose block I/O is offloaded: the connection keeps them in
 //! flight until `complete`, and answers exactly as it does inline.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use reservoir_bdev::{Bdev, BdevError, Durability, Geometry, Lba, Provisioning};
 
 use super::*;
 use crate::Finished;
 
-/// A RAM bdev that asks to be offloaded, as a file bdev does.
+/// Whole-page transfers [`Slow`] was handed, and how many of those were
+/// not page aligned (an O_DIRECT file would have bounced them).
+static PAGE_IO: AtomicUsize = AtomicUsize::new(0);
+static MISALIGNED_PAGE_IO: AtomicUsize = AtomicUsize::new(0);
+
+fn count_alignment(buf: &[u8]) {
+    if !buf.is_empty() && buf.len().is_multiple_of(4096) {
+        PAGE_IO.fetch_add(1, Ordering::Relaxed);
+        if !(buf.as_ptr() as usize).is_multiple_of(4096) {
+            MISALIGNED_PAGE_IO.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A RAM bdev that asks to be offloaded, as a file bdev does, and checks
+/// the alignment of the buffers it is given.
 #[derive(Debug)]
 struct Slow(MallocBdev);
 
@@ -18,9 +35,11 @@ impl Bdev for Slow {
         self.0.geometry()
     }
     fn read(&self, lba: Lba, buf: &mut [u8]) -> Result<(), BdevError> {
+        count_alignment(buf);
         self.0.read(lba, buf)
     }
     fn write(&self, lba: Lba, buf: &[u8], durability: Durability) -> Result<(), BdevError> {
+        count_alignment(buf);
         self.0.write(lba, buf, durability)
     }
     fn flush(&self) -> Result<(), BdevError> {
@@ -141,6 +160,44 @@ fn offloaded_responses_equal_inline_responses() {
     let offloaded = script(&mut offloaded);
     assert_eq!(inline.len(), 8, "one PDU per step");
     assert!(offloaded == inline, "offloaded and inline responses differ");
+}
+
+/// Data-Out (immediate, unsolicited and solicited) and Data-In buffers reach
+/// the bdev page aligned, so a file LUN needs no bounce copy for them.
+#[test]
+fn whole_page_transfers_reach_the_bdev_page_aligned() {
+    let mut i = login(true);
+    let before = PAGE_IO.load(Ordering::Relaxed);
+    let one = pattern(5, 4096);
+    i.scsi(0xa0, 4096, &write10(64, 8), &one);
+    assert_eq!(run_all(&mut i), 1);
+    i.recv();
+    // 16 KiB: 4 KiB immediate, the rest solicited by R2T.
+    let four = pattern(6, 16384);
+    let itt = i.scsi(0xa0, 16384, &write10(128, 32), &four[..4096]);
+    let r = i.recv();
+    assert_eq!(r[0].op(), 0x31, "R2T: {r:?}");
+    let ttt = r[0].word(20);
+    for (sn, off) in (4096..16384).step_by(4096).enumerate() {
+        let last = off + 4096 == 16384;
+        i.data_out(
+            itt,
+            ttt,
+            sn as u32,
+            off as u32,
+            last,
+            &four[off..off + 4096],
+        );
+    }
+    assert_eq!(run_all(&mut i), 1);
+    i.recv();
+    i.scsi(0xc0, 4096, &read10(64, 8), &[]);
+    i.scsi(0xc0, 16384, &read10(128, 32), &[]);
+    assert_eq!(run_all(&mut i), 2);
+    let back: Vec<u8> = i.recv().into_iter().flat_map(|p| p.data).collect();
+    assert!(back[..4096] == one[..] && back[4096..] == four[..]);
+    assert!(PAGE_IO.load(Ordering::Relaxed) >= before + 4);
+    assert_eq!(MISALIGNED_PAGE_IO.load(Ordering::Relaxed), 0);
 }
 
 #[test]

@@ -8,8 +8,8 @@ use reservoir_bdev::{
     Bdev, BdevError, BlockCount, BlockSize, Durability, ErrorKind, Geometry, Lba, Provisioning,
 };
 use reservoir_scsi::{
-    Completion, Device, InitiatorPort, Lun, LunIdentity, LunOptions, Nexus, SenseKey, Status,
-    TargetPort,
+    AlignedBuf, Completion, Device, InitiatorPort, Lun, LunIdentity, LunOptions, Nexus, SenseKey,
+    Status, TargetPort,
 };
 
 #[derive(Debug)]
@@ -247,7 +247,7 @@ impl Fixture {
         cdb: &[u8],
         data_out: &[u8],
     ) -> (Completion, Vec<u8>) {
-        let mut data_in = Vec::new();
+        let mut data_in = AlignedBuf::new();
         let c = match self.device.parse(lun, cdb) {
             Ok(cmd) => {
                 let c = self.device.execute(n, &cmd, data_out, &mut data_in);
@@ -256,7 +256,7 @@ impl Fixture {
             }
             Err(c) => c,
         };
-        (c, data_in)
+        (c, data_in.to_vec())
     }
 }
 
