@@ -1,13 +1,16 @@
 //! libiscsi's SCSI/iSCSI conformance suite (`iscsi-test-cu`) against the real
-//! daemon. Every test named in `conformance/must-pass.txt` must pass; the full
-//! per-test result goes to `target/conformance-results.txt` and each suite's
-//! raw output to `target/conformance-logs/`.
+//! daemon, once with RAM volumes and once with file volumes (whose transfers
+//! take the worker-thread offload path). Every test named in
+//! `conformance/must-pass.txt` must pass on both; the full per-test result goes
+//! to `target/conformance-results{,-file}.txt` and each suite's raw output to
+//! `target/conformance-logs{,-file}/`.
 //!
 //! Debugging aids, read only here:
 //! - `RESERVOIR_CONFORMANCE_URL=iscsi://host:port/iqn/lun` runs the suite
 //!   against that LUN instead of starting the daemon (e.g. tgt, to check the
 //!   runner); `RESERVOIR_CONFORMANCE_RO_URL` adds a read-only LUN for the
-//!   `ReadOnly` suite, which is otherwise not run in that mode.
+//!   `ReadOnly` suite, which is otherwise not run in that mode. The backing is
+//!   then the other target's, so only the RAM run is made.
 //! - `RESERVOIR_CONFORMANCE_SUITES=Inquiry,Read10` runs only those suites and
 //!   checks only their must-pass tests.
 
@@ -39,6 +42,43 @@ const MULTIPATH_SUITES: &[&str] = &["MultipathIO"];
 
 const RW_IQN: &str = "iqn.2026-11.io.reservoir:conformance";
 const RO_IQN: &str = "iqn.2026-11.io.reservoir:conformance-ro";
+
+/// What the daemon's volumes are backed by; each backing is a separate run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backing {
+    /// Malloc volumes: transfers run inline on the connection's thread.
+    Ram,
+    /// Sparse files in the daemon's scratch directory: READ, WRITE and
+    /// SYNCHRONIZE CACHE run on worker threads and complete out of line.
+    File,
+}
+
+impl Backing {
+    fn backend(self, volume: &str) -> Backend {
+        match self {
+            Backing::Ram => Backend::Malloc,
+            Backing::File => Backend::File {
+                file_name: format!("{volume}.img"),
+            },
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Backing::Ram => "RAM volumes",
+            Backing::File => "file volumes",
+        }
+    }
+
+    /// Appended to the result file and log directory names, so the two runs
+    /// (which cargo may run at the same time) keep apart.
+    fn suffix(self) -> &'static str {
+        match self {
+            Backing::Ram => "",
+            Backing::File => "-file",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -180,18 +220,22 @@ struct Luns {
 }
 
 impl Luns {
-    fn from_env_or_daemon() -> Luns {
-        if let Ok(url) = std::env::var("RESERVOIR_CONFORMANCE_URL") {
-            return Luns {
-                read_write: url,
-                read_only: std::env::var("RESERVOIR_CONFORMANCE_RO_URL").ok(),
-                daemon: None,
-            };
-        }
-        // 1 GiB like the tgt baseline; malloc pages are only touched when written.
+    /// The LUNs named in the environment, if any (see the module comment).
+    fn from_env() -> Option<Luns> {
+        let url = std::env::var("RESERVOIR_CONFORMANCE_URL").ok()?;
+        Some(Luns {
+            read_write: url,
+            read_only: std::env::var("RESERVOIR_CONFORMANCE_RO_URL").ok(),
+            daemon: None,
+        })
+    }
+
+    fn daemon(backing: Backing) -> Luns {
+        // 1 GiB like the tgt baseline; malloc pages and sparse file blocks are
+        // only allocated when written.
         let config = Config::default()
-            .volume("vol0", Backend::Malloc, 1024)
-            .volume("vol1", Backend::Malloc, 64)
+            .volume("vol0", backing.backend("vol0"), 1024)
+            .volume("vol1", backing.backend("vol1"), 64)
             .target(RW_IQN, &["vol0"])
             .target(RO_IQN, &["vol1"])
             .read_only();
@@ -254,6 +298,25 @@ fn run_suite(
 
 #[test]
 fn libiscsi_conformance() {
+    run_conformance(Backing::Ram);
+}
+
+#[test]
+fn libiscsi_conformance_file_volumes() {
+    run_conformance(Backing::File);
+}
+
+/// Runs every suite against a daemon with `backing` volumes (or the LUNs in
+/// the environment) and fails unless every must-pass test passed.
+fn run_conformance(backing: Backing) {
+    let env_luns = Luns::from_env();
+    if env_luns.is_some() && backing != Backing::Ram {
+        println!(
+            "RESERVOIR_CONFORMANCE_URL is set: the run on {} is not made",
+            backing.label()
+        );
+        return;
+    }
     let tool = support::require_tool("iscsi-test-cu");
     let suites = list_suites(&tool);
     let known: BTreeSet<String> = suites
@@ -280,8 +343,8 @@ fn libiscsi_conformance() {
             "RESERVOIR_CONFORMANCE_SUITES names unknown suites: {unknown:?}"
         );
     }
-    let mut luns = Luns::from_env_or_daemon();
-    let log_dir = target_dir().join("conformance-logs");
+    let mut luns = env_luns.unwrap_or_else(|| Luns::daemon(backing));
+    let log_dir = target_dir().join(format!("conformance-logs{}", backing.suffix()));
     fs::create_dir_all(&log_dir).expect("create log dir");
 
     let started = Instant::now();
@@ -360,7 +423,8 @@ fn libiscsi_conformance() {
         .filter(|(_, o, _)| *o == Outcome::Pass)
         .count();
     let summary = format!(
-        "conformance: {} of {} must-pass tests passed; {passed} of {} in the families run",
+        "conformance on {}: {} of {} must-pass tests passed; {passed} of {} in the families run",
+        backing.label(),
         checked.len() - missed.len(),
         checked.len(),
         results.len()
@@ -389,7 +453,7 @@ fn libiscsi_conformance() {
             None => writeln!(report, "{name} {}", outcome.label()).unwrap(),
         }
     }
-    let report_path = target_dir().join("conformance-results.txt");
+    let report_path = target_dir().join(format!("conformance-results{}.txt", backing.suffix()));
     fs::write(&report_path, &report).expect("write conformance results");
 
     println!("{summary}");
