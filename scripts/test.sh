@@ -59,15 +59,17 @@ cargo --version
 
 step "cargo fmt" cargo fmt --all --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-results=${CARGO_TARGET_DIR:-target}/conformance-results.txt
-rm -f "$results"
+results=(${CARGO_TARGET_DIR:-target}/conformance-results{,-file}.txt)
+rm -f "${results[@]}"
 step "cargo test" cargo test --workspace --no-fail-fast
 
-if [[ -f $results ]]; then
-    section "conformance"
-    sed -n '1,6p' "$results"
-    echo "(per test: $results)"
-fi
+for file in "${results[@]}"; do
+    if [[ -f $file ]]; then
+        section "conformance ($(basename "$file" .txt))"
+        sed -n '1,6p' "$file"
+        echo "(per test: $file)"
+    fi
+done
 
 section "summary"
 if ((${#failed[@]})); then
