@@ -92,6 +92,15 @@ impl AlignedBuf {
         }
     }
 
+    /// Sets the length to `len` without filling: bytes past the old length
+    /// hold whatever the buffer held before (zeroes, or an earlier use's
+    /// data). For a caller that overwrites them all, such as a read into a
+    /// pooled buffer, which would otherwise zero 4 KiB per command first.
+    pub fn resize_to_overwrite(&mut self, len: usize) {
+        self.reserve(len.saturating_sub(self.len));
+        self.len = len;
+    }
+
     /// Appends `bytes`.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         let old = self.len;
@@ -217,9 +226,8 @@ pub(crate) fn with_bounce<R>(len: usize, f: impl FnOnce(&mut AlignedBuf) -> R) -
     let cached = BOUNCE.with(|slot| slot.borrow_mut().take());
     let mut buf = cached.unwrap_or_default();
     buf.clear();
-    buf.reserve(len);
-    // Initialised (stale) bytes, which every caller overwrites: no fill.
-    buf.len = len;
+    // Every caller overwrites the whole buffer.
+    buf.resize_to_overwrite(len);
     let result = f(&mut buf);
     if buf.capacity() <= POOL_MAX {
         BOUNCE.with(|slot| *slot.borrow_mut() = Some(buf));
@@ -267,6 +275,7 @@ mod tests {
         Resize(usize, u8),
         Truncate(usize),
         Clear,
+        Overwrite(usize, u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -275,6 +284,7 @@ mod tests {
             (0usize..20000, any::<u8>()).prop_map(|(n, v)| Op::Resize(n, v)),
             (0usize..20000).prop_map(Op::Truncate),
             Just(Op::Clear),
+            (0usize..20000, any::<u8>()).prop_map(|(n, v)| Op::Overwrite(n, v)),
         ]
     }
 
@@ -290,6 +300,12 @@ mod tests {
                     Op::Resize(n, v) => { ours.resize(n, v); model.resize(n, v) }
                     Op::Truncate(n) => { ours.truncate(n); model.truncate(n) }
                     Op::Clear => { ours.clear(); model.clear() }
+                    Op::Overwrite(n, v) => {
+                        ours.resize_to_overwrite(n);
+                        ours.fill(v);
+                        model.clear();
+                        model.resize(n, v);
+                    }
                 }
                 prop_assert_eq!(&ours[..], &model[..]);
                 prop_assert!(ours.capacity() >= ours.len());

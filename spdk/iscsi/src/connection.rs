@@ -185,6 +185,12 @@ impl Connection {
         self.filled -= used;
     }
 
+    /// Bytes still to arrive of the PDU the received input ends inside
+    /// (0 at a PDU boundary).
+    pub fn receiving_pdu(&self) -> usize {
+        crate::pdu::missing_bytes(&self.input[..self.filled], self.limits().digests)
+    }
+
     /// How many bytes are waiting to be written.
     pub fn output_len(&self) -> usize {
         self.tx.pending_len()

@@ -21,6 +21,13 @@ const STOP_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 /// large Data-Out, per call. It is per connection (the connection's own
 /// receive buffer), so it stays modest.
 const READ_SPACE: usize = 64 * 1024;
+/// Bytes read from one connection before its responses are written and
+/// other connections get their turn: a command window of 4 KiB writes
+/// (32 × 4 KiB and headers) in one go, without starving the others.
+const READ_BUDGET: usize = 256 * 1024;
+/// Responses are held back for a PDU still arriving only when this much or
+/// less of it is missing: microseconds of transfer, not a slow upload.
+const HOLD_FOR: usize = 16 * 1024;
 /// Slices per `writev`: headers and payloads of about 60 PDUs, so a full
 /// command window's responses take a call or two (IOV_MAX is 1024).
 const WRITE_SLICES: usize = 128;
@@ -310,9 +317,20 @@ impl Reactor {
         let workers = &self.workers;
         peer.unread |= readable;
         let mut open = true;
-        loop {
+        let held = loop {
             let mut progressed = false;
-            if peer.unread && peer.connection.wants_read() && !peer.connection.is_closed() {
+            // Everything the socket holds (up to READ_BUDGET) is handled
+            // before the responses go out, so that they leave in as few
+            // writes as possible: with 4 KiB writes a command window is
+            // more than one READ_SPACE, and a write per read would double
+            // the system calls per command.
+            let mut budget = READ_BUDGET;
+            let mut read_now = false;
+            while budget > 0
+                && peer.unread
+                && peer.connection.wants_read()
+                && !peer.connection.is_closed()
+            {
                 let space = peer.connection.receive_buffer(READ_SPACE);
                 let offered = space.len();
                 match peer.stream.read(space) {
@@ -323,6 +341,8 @@ impl Reactor {
                     Ok(n) => {
                         peer.connection.received(n);
                         progressed = true;
+                        read_now = true;
+                        budget = budget.saturating_sub(n);
                         // A short read drained the socket: epoll (edge
                         // triggered) reports the next arrival, so asking
                         // again would only cost a syscall that says EAGAIN.
@@ -332,29 +352,42 @@ impl Reactor {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progressed = true,
                     Err(_) => open = false,
                 }
+                // As soon as it is known, so the I/O starts while more
+                // commands are read and the responses go out.
+                submit_offloaded(peer, workers, slot);
+                if !open {
+                    break;
+                }
             }
-            // Before writing, so the I/O starts while the responses go out.
-            while let Some(io) = peer.connection.next_offloaded() {
-                workers.submit(Job {
-                    io,
-                    slot,
-                    generation: peer.generation,
-                });
+            submit_offloaded(peer, workers, slot);
+            // The socket is drained in the middle of a PDU whose small rest
+            // is on its way (an initiator that sends a 4 KiB write's header
+            // and data segment separately): the responses wait for it and
+            // leave with its own, one write instead of one per command.
+            // The rest's arrival, or at worst the next tick, flushes them.
+            if open
+                && read_now
+                && !peer.unread
+                && !peer.writable
+                && peer.connection.wants_read()
+                && (1..=HOLD_FOR).contains(&peer.connection.receiving_pdu())
+            {
+                break true;
             }
             match flush(peer) {
                 Ok(wrote) => progressed |= wrote,
                 Err(_) => open = false,
             }
             if !open || !progressed {
-                break;
+                break false;
             }
-        }
+        };
         let finished = peer.connection.is_closed() && peer.connection.output_len() == 0;
         if !open || finished {
             self.close(slot);
             return;
         }
-        let want_write = peer.connection.output_len() > 0;
+        let want_write = peer.connection.output_len() > 0 && !held;
         if want_write != peer.writable {
             peer.writable = want_write;
             let interest = if want_write {
@@ -423,6 +456,17 @@ impl Reactor {
             }
             self.close(slot);
         }
+    }
+}
+
+/// Hands the connection's offloaded I/O to the workers.
+fn submit_offloaded(peer: &mut Peer, workers: &Workers, slot: usize) {
+    while let Some(io) = peer.connection.next_offloaded() {
+        workers.submit(Job {
+            io,
+            slot,
+            generation: peer.generation,
+        });
     }
 }
 

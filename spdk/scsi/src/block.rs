@@ -99,7 +99,8 @@ pub(crate) fn read(lun: &Lun, extent: Extent, data_in: &mut AlignedBuf) -> Resul
     if extent.blocks == 0 {
         return Ok(());
     }
-    data_in.resize(bytes_of(lun, extent), 0);
+    // The bdev fills it all, or the command fails and data-in is dropped.
+    data_in.resize_to_overwrite(bytes_of(lun, extent));
     read_into(lun, extent.lba, data_in)
 }
 

@@ -77,6 +77,30 @@ pub(crate) fn pad4(n: usize) -> usize {
 
 /// Tries to frame one PDU from the front of `buf`. `Ok(None)` means more
 /// bytes are needed; the returned size is how many bytes the frame used.
+/// Bytes of the whole PDU whose header is `raw`: header, AHS, digests and
+/// padded data segment (§11.2).
+fn frame_len(raw: &RawBhs, digests: Digests) -> usize {
+    let data_len = raw.data_len();
+    let digest_len = |on: bool| if on { 4 } else { 0 };
+    BHS_LEN
+        + usize::from(raw.total_ahs_len) * 4
+        + digest_len(digests.header)
+        + pad4(data_len)
+        + digest_len(digests.data && data_len > 0)
+}
+
+/// How many more bytes complete the PDU that `partial` begins (at least
+/// the rest of its header when that is incomplete); 0 for no bytes.
+pub fn missing_bytes(partial: &[u8], digests: Digests) -> usize {
+    match partial.first_chunk::<BHS_LEN>() {
+        _ if partial.is_empty() => 0,
+        None => BHS_LEN - partial.len(),
+        Some(header) => {
+            frame_len(&RawBhs::from_bytes(header), digests).saturating_sub(partial.len())
+        }
+    }
+}
+
 pub fn decode_frame(
     buf: &[u8],
     limits: FrameLimits,
@@ -96,13 +120,7 @@ pub fn decode_frame(
         });
     }
     let ahs_len = usize::from(raw.total_ahs_len) * 4;
-    let digest_len = |on: bool| if on { 4 } else { 0 };
-    let total = BHS_LEN
-        + ahs_len
-        + digest_len(limits.digests.header)
-        + pad4(data_len)
-        + digest_len(limits.digests.data && data_len > 0);
-    if buf.len() < total {
+    if buf.len() < frame_len(&raw, limits.digests) {
         return Ok(None);
     }
     let Some(ahs) = r.take(ahs_len) else {
@@ -216,6 +234,21 @@ mod tests {
                 assert_eq!(n.itt, Itt(7));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_bytes_complete_a_partial_pdu() {
+        let bytes = nop_out(b"hello");
+        for have in 0..=bytes.len() {
+            let missing = missing_bytes(&bytes[..have], LIMITS.digests);
+            if have == 0 {
+                assert_eq!(missing, 0, "nothing begun");
+            } else if have < BHS_LEN {
+                assert_eq!(missing, BHS_LEN - have, "the rest of the header");
+            } else {
+                assert_eq!(missing, bytes.len() - have, "{have} bytes in");
+            }
         }
     }
 
