@@ -21,6 +21,7 @@ fn device() -> &'static Device {
                     serial: "fuzz".into(),
                     naa: [0x60; 16],
                 },
+                reservations: None,
             },
         );
         let port = TargetPort {
@@ -45,7 +46,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         name: "iqn.2026-11.io.reservoir:fuzzer".into(),
         isid: [0x80, 0, 0, 0, 0, 1],
     });
-    let mut data_in = Vec::new();
+    let mut data_in = reservoir_scsi::AlignedBuf::new();
     if let Ok(command) = device.parse(u64::from(selector >> 7), cdb) {
         let _ = device.execute(&mut nexus, &command, data_out, &mut data_in);
     }

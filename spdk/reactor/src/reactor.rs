@@ -28,6 +28,10 @@ const READ_BUDGET: usize = 256 * 1024;
 /// Responses are held back for a PDU still arriving only when this much or
 /// less of it is missing: microseconds of transfer, not a slow upload.
 const HOLD_FOR: usize = 16 * 1024;
+/// Longest responses are held for such a PDU: if its rest is late (a lost
+/// segment waits for a retransmission), the other commands' responses
+/// should not wait with it.
+const HOLD_LIMIT: Duration = Duration::from_millis(1);
 /// Slices per `writev`: headers and payloads of about 60 PDUs, so a full
 /// command window's responses take a call or two (IOV_MAX is 1024).
 const WRITE_SLICES: usize = 128;
@@ -104,6 +108,9 @@ pub(crate) struct Reactor {
     workers: Workers,
     /// Connections that received completions in this turn of the loop.
     completed: Vec<usize>,
+    /// Connections holding responses back, and until when at most.
+    holding: Vec<usize>,
+    hold_until: Option<Instant>,
 }
 
 impl Reactor {
@@ -130,6 +137,8 @@ impl Reactor {
             next_generation: 0,
             workers,
             completed: Vec::new(),
+            holding: Vec::new(),
+            hold_until: None,
         })
     }
 
@@ -161,7 +170,8 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let wake_at = self.hold_until.map_or(next_tick, |t| t.min(next_tick));
+            let timeout = wake_at.saturating_duration_since(Instant::now());
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
                 if error.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(reactor = self.index, %error, "poll failed; reactor stops");
@@ -178,7 +188,7 @@ impl Reactor {
                         self.accept(FIRST_LISTENER - t)
                     }
                     Token(slot) => {
-                        self.service(slot, event.is_readable() || event.is_read_closed())
+                        self.service(slot, event.is_readable() || event.is_read_closed(), true)
                     }
                 }
             }
@@ -186,12 +196,18 @@ impl Reactor {
                 break;
             }
             let now = Instant::now();
+            if self.hold_until.is_some_and(|t| now >= t) {
+                self.hold_until = None;
+                for slot in std::mem::take(&mut self.holding) {
+                    self.service(slot, false, false);
+                }
+            }
             if now >= next_tick {
                 next_tick = now + TICK;
                 for slot in 0..self.connections.len() {
                     if let Some(peer) = self.connections[slot].as_mut() {
                         peer.connection.tick(now);
-                        self.service(slot, false);
+                        self.service(slot, false, true);
                     }
                 }
             }
@@ -235,7 +251,7 @@ impl Reactor {
         self.completed.sort_unstable();
         self.completed.dedup();
         for i in 0..self.completed.len() {
-            self.service(self.completed[i], false);
+            self.service(self.completed[i], false, true);
         }
         self.completed.clear();
     }
@@ -305,12 +321,13 @@ impl Reactor {
             unread: true,
             writable: false,
         });
-        self.service(slot, true);
+        self.service(slot, true, true);
     }
 
     /// Reads what the socket has, feeds it to the connection, writes what the
-    /// connection produced, and closes it when it is finished.
-    fn service(&mut self, slot: usize, readable: bool) {
+    /// connection produced, and closes it when it is finished. `may_hold`:
+    /// responses may wait (up to [`HOLD_LIMIT`]) for the rest of a PDU.
+    fn service(&mut self, slot: usize, readable: bool, may_hold: bool) {
         let Some(peer) = self.connections.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -364,8 +381,9 @@ impl Reactor {
             // is on its way (an initiator that sends a 4 KiB write's header
             // and data segment separately): the responses wait for it and
             // leave with its own, one write instead of one per command.
-            // The rest's arrival, or at worst the next tick, flushes them.
-            if open
+            // The rest's arrival, or at worst HOLD_LIMIT, flushes them.
+            if may_hold
+                && open
                 && read_now
                 && !peer.unread
                 && !peer.writable
@@ -386,6 +404,13 @@ impl Reactor {
         if !open || finished {
             self.close(slot);
             return;
+        }
+        if held {
+            if !self.holding.contains(&slot) {
+                self.holding.push(slot);
+            }
+            self.hold_until
+                .get_or_insert_with(|| Instant::now() + HOLD_LIMIT);
         }
         let want_write = peer.connection.output_len() > 0 && !held;
         if want_write != peer.writable {
