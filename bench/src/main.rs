@@ -72,7 +72,7 @@ pub struct Args {
     /// fio with the libiscsi engine (default: found, or built into bench/.cache).
     #[arg(long, value_name = "PATH")]
     pub fio: Option<PathBuf>,
-    /// The release `reservoir` binary (default: target/release/reservoir, built if missing).
+    /// The release `reservoir` binary (default: target/release/reservoir, rebuilt if out of date).
     #[arg(long, value_name = "PATH")]
     pub reservoir: Option<PathBuf>,
     /// Directory for results [default: bench/results].

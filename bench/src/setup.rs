@@ -125,8 +125,10 @@ pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The release `reservoir` binary: `explicit`, else the one beside this
-/// bench binary's target directory, else `cargo build --release -p reservoir`.
+/// The release `reservoir` binary: `explicit`, else the one in this bench
+/// binary's target directory, always brought up to date with `cargo build
+/// --release -p reservoir` first (a no-op when it is), so a run never
+/// measures a binary older than the revision it reports.
 pub fn find_or_build_reservoir(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = explicit {
         if path.is_file() {
@@ -143,11 +145,8 @@ pub fn find_or_build_reservoir(explicit: Option<&Path>) -> Result<PathBuf> {
         })
         .unwrap_or_else(|| workspace_dir().join("target"));
     let binary = target_dir.join("release/reservoir");
-    if binary.is_file() {
-        return Ok(binary);
-    }
     eprintln!(
-        "reservoir-bench: building {} (cargo build --release -p reservoir)",
+        "reservoir-bench: bringing {} up to date (cargo build --release -p reservoir)",
         binary.display()
     );
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
