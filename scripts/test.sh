@@ -35,7 +35,8 @@ section "system packages"
 # libiscsi-bin: iscsi-test-cu, iscsi-inq, iscsi-ls, iscsi-readcapacity16.
 # libiscsi-dev: libiscsi.so for the tests' own initiator. gcc, libc6-dev: rustc's linker.
 # iproute2: `ip netns` for the cluster partition test.
-packages=(libiscsi-bin libiscsi-dev gcc libc6-dev iproute2)
+# g++: libfuzzer-sys compiles libFuzzer when the fuzz targets are checked.
+packages=(libiscsi-bin libiscsi-dev gcc g++ libc6-dev iproute2)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
