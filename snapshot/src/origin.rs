@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use reservoir_bdev::{Bdev, BdevError, BlockCount, Durability, Geometry, Lba, Provisioning};
+use reservoir_bdev::{Bdev, BdevError, BlockCount, Durability, Geometry, Lba, Lent, Provisioning};
 
 use crate::engine::{SnapshotEngine, State};
 
@@ -111,5 +111,19 @@ impl Bdev for SnapshotOrigin {
 
     fn prefers_offload(&self) -> bool {
         self.engine.base.prefers_offload()
+    }
+
+    // Reads of the origin are reads of the base (copy-on-write only
+    // touches writes), so the base's memory is lent as it is.
+    fn lends_memory(&self) -> bool {
+        self.engine.base.lends_memory()
+    }
+
+    fn lend(&self, lba: Lba, len: usize) -> Result<Lent<'_>, BdevError> {
+        self.engine.base.lend(lba, len)
+    }
+
+    fn try_lend(&self, lba: Lba, len: usize) -> Result<Option<Lent<'_>>, BdevError> {
+        self.engine.base.try_lend(lba, len)
     }
 }

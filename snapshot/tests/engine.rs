@@ -388,3 +388,31 @@ fn differential_area_on_a_device_is_bounded_by_its_size() {
     origin.read(Lba(4 * chunk_blocks), &mut back).unwrap();
     assert_eq!(back, [7; 512]);
 }
+
+/// The origin lends its base's memory (reads of the origin are reads of
+/// the base); a view, which combines the diff area and the base, does not.
+#[test]
+fn the_origin_lends_the_volume_and_a_view_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _) =
+        SnapshotEngine::open("vol", volume(256), dir.path(), options(65536, None)).unwrap();
+    let origin = engine.origin();
+    origin
+        .write(Lba(0), &[1u8; 8 * BLOCK], Durability::Cached)
+        .unwrap();
+    engine.create("s").unwrap();
+    origin
+        .write(Lba(4), &[2u8; 2 * BLOCK], Durability::Cached)
+        .unwrap();
+    assert!(origin.lends_memory());
+    let mut read = vec![0u8; 3 * BLOCK];
+    origin.read(Lba(3), &mut read).unwrap();
+    assert_eq!(*origin.lend(Lba(3), 3 * BLOCK).unwrap(), read[..]);
+    assert_eq!(read[BLOCK..], [2u8; 2 * BLOCK]);
+    let tried = origin.try_lend(Lba(3), 3 * BLOCK).unwrap();
+    assert_eq!(*tried.expect("no writer waits"), read[..]);
+    let view = engine.view("s").unwrap();
+    assert!(!view.lends_memory());
+    let refused = view.lend(Lba(0), BLOCK).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unsupported);
+}

@@ -17,7 +17,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn read_vec(bdev: &dyn Bdev, lba: u64, blocks: usize) -> Vec<u8> {
+pub(crate) fn read_vec(bdev: &dyn Bdev, lba: u64, blocks: usize) -> Vec<u8> {
     let mut buf = vec![0xAA; blocks * bs(bdev)];
     bdev.read(Lba(lba), &mut buf).unwrap();
     buf

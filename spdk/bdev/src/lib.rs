@@ -25,7 +25,7 @@ pub use aligned::AlignedBuf;
 pub use error::{BdevError, ErrorKind};
 pub use file::FileBdev;
 pub use geometry::{BlockCount, BlockSize, Geometry, Lba};
-pub use malloc::MallocBdev;
+pub use malloc::{Lent, MallocBdev};
 
 /// Whether a write must reach stable storage before it completes (SBC-4 FUA).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,34 @@ pub trait Bdev: Send + Sync + std::fmt::Debug {
 
     /// Grows or shrinks the device to `blocks` blocks.
     fn resize(&self, blocks: BlockCount) -> Result<(), BdevError>;
+
+    /// Whether the blocks live in this process's memory, so that
+    /// [`Bdev::lend`] can hand them out: a transport then copies read data
+    /// straight into its socket instead of into a buffer first.
+    fn lends_memory(&self) -> bool {
+        false
+    }
+
+    /// The `len` bytes of the blocks from `lba`, which no write changes
+    /// while they are lent; waits for writers to them first. Bdevs that do
+    /// not [lend memory](Bdev::lends_memory) fail with `Unsupported`.
+    fn lend(&self, lba: Lba, len: usize) -> Result<Lent<'_>, BdevError> {
+        let _ = (lba, len);
+        Err(BdevError::Unsupported {
+            what: "lending memory",
+        })
+    }
+
+    /// Like [`Bdev::lend`], but `None` rather than waiting when a writer
+    /// holds or waits for the blocks. A caller that already holds a loan
+    /// takes further ones this way, so that it never waits for a writer
+    /// that waits for it.
+    fn try_lend(&self, lba: Lba, len: usize) -> Result<Option<Lent<'_>>, BdevError> {
+        let _ = (lba, len);
+        Err(BdevError::Unsupported {
+            what: "lending memory",
+        })
+    }
 
     /// Whether a read or write may block the calling thread for a device's
     /// latency (a file or a disk) rather than return at memory speed. A

@@ -34,7 +34,7 @@
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use crate::check::{self, ByteRange};
 use crate::{
@@ -145,17 +145,57 @@ enum Guards<G> {
 
 impl<G> Guards<G> {
     /// Takes every guard `locks` yields, in its order.
-    fn hold(mut locks: impl Iterator<Item = G>) -> Self {
-        let first = locks.next().expect("a request covers at least one stripe");
+    fn hold(locks: impl Iterator<Item = G>) -> Self {
+        Self::try_hold(locks.map(Some)).expect("a request covers at least one stripe")
+    }
+
+    /// Takes every guard `locks` yields, in its order, or none if one of
+    /// them is `None` (those already taken are released).
+    fn try_hold(mut locks: impl Iterator<Item = Option<G>>) -> Option<Self> {
+        let first = locks.next()??;
         let Some(second) = locks.next() else {
-            return Guards::One(first);
+            return Some(Guards::One(first));
         };
-        match locks.next() {
-            None => Guards::Two(first, second),
-            Some(third) => Guards::Many {
-                _held: [first, second, third].into_iter().chain(locks).collect(),
-            },
-        }
+        let second = second?;
+        let Some(third) = locks.next() else {
+            return Some(Guards::Two(first, second));
+        };
+        let held = [Some(first), Some(second), third]
+            .into_iter()
+            .chain(locks)
+            .collect::<Option<Vec<G>>>()?;
+        Some(Guards::Many { _held: held })
+    }
+}
+
+/// Bytes of a bdev's memory lent by [`Bdev::lend`]: no write changes them
+/// while this lives, and writers to them wait, so it is held only for the
+/// time of a copy or a `writev`.
+pub struct Lent<'a> {
+    bytes: &'a [u8],
+    _guards: Guards<RwLockReadGuard<'a, ()>>,
+}
+
+impl Lent<'_> {
+    /// Keeps only the first `len` bytes (all of them when there are fewer).
+    pub fn truncate(&mut self, len: usize) {
+        self.bytes = &self.bytes[..len.min(self.bytes.len())];
+    }
+}
+
+impl std::ops::Deref for Lent<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl std::fmt::Debug for Lent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lent")
+            .field("len", &self.bytes.len())
+            .finish()
     }
 }
 
@@ -282,6 +322,40 @@ impl MallocBdev {
         low.chain(high)
     }
 
+    /// The `len` bytes from `lba` under the read locks `lock` takes for
+    /// their stripes, or None when it takes none.
+    fn lend_locked<'a>(
+        &'a self,
+        lba: Lba,
+        len: usize,
+        lock: impl FnOnce(ByteRange) -> Option<Guards<RwLockReadGuard<'a, ()>>>,
+    ) -> Result<Option<Lent<'a>>, BdevError> {
+        let range = check::buffer(self.block_size, self.capacity(), lba, len)?;
+        if range.len == 0 {
+            return Ok(Some(Lent {
+                bytes: &[],
+                _guards: Guards::Many { _held: Vec::new() },
+            }));
+        }
+        let Some(guards) = lock(range) else {
+            return Ok(None);
+        };
+        // A resize may have run between the check and the locks.
+        let range = check::buffer(self.block_size, self.capacity(), lba, len)?;
+        // SAFETY: the range is inside the read-write prefix (checked under
+        // the stripe locks, which resize also takes), and the read locks,
+        // which the returned value holds as long as the slice, exclude
+        // every writer to these bytes; no `&mut` into the mapping is ever
+        // handed out.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(self.data.ptr.as_ptr().add(range.offset as usize), len)
+        };
+        Ok(Some(Lent {
+            bytes,
+            _guards: guards,
+        }))
+    }
+
     fn lock_read(&self, range: ByteRange) -> Guards<RwLockReadGuard<'_, ()>> {
         Guards::hold(Self::stripe_indices(range).map(|i| {
             self.stripes[i]
@@ -358,25 +432,29 @@ impl Bdev for MallocBdev {
     }
 
     fn read(&self, lba: Lba, buf: &mut [u8]) -> Result<(), BdevError> {
-        let range = check::buffer(self.block_size, self.capacity(), lba, buf.len())?;
-        if range.len == 0 {
-            return Ok(());
-        }
-        let _guards = self.lock_read(range);
-        // A resize may have run between the check and the locks.
-        let range = check::buffer(self.block_size, self.capacity(), lba, buf.len())?;
-        // SAFETY: the range is inside the read-write prefix (checked under
-        // the stripe locks, which resize also takes), and the read locks
-        // exclude writers to these bytes; buf cannot alias the mapping's
-        // locked bytes because no &mut into them is handed out.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.data.ptr.as_ptr().add(range.offset as usize),
-                buf.as_mut_ptr(),
-                buf.len(),
-            );
-        }
+        buf.copy_from_slice(&self.lend(lba, buf.len())?);
         Ok(())
+    }
+
+    fn lends_memory(&self) -> bool {
+        true
+    }
+
+    fn lend(&self, lba: Lba, len: usize) -> Result<Lent<'_>, BdevError> {
+        let lent = self.lend_locked(lba, len, |range| Some(self.lock_read(range)))?;
+        Ok(lent.expect("waiting for the locks always takes them"))
+    }
+
+    fn try_lend(&self, lba: Lba, len: usize) -> Result<Option<Lent<'_>>, BdevError> {
+        self.lend_locked(lba, len, |range| {
+            Guards::try_hold(Self::stripe_indices(range).map(
+                |i| match self.stripes[i].try_read() {
+                    Ok(guard) => Some(guard),
+                    Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                    Err(TryLockError::WouldBlock) => None,
+                },
+            ))
+        })
     }
 
     fn write(&self, lba: Lba, buf: &[u8], _durability: Durability) -> Result<(), BdevError> {
@@ -571,6 +649,31 @@ mod tests {
         ] {
             suite(&bdev(BlockSize::B4096, 700));
         }
+    }
+
+    #[test]
+    fn lent_bytes_are_the_blocks_and_no_write_changes_them_meanwhile() {
+        let b = Arc::new(bdev(BlockSize::B512, 64));
+        b.write(Lba(2), &[7u8; 1024], Durability::Cached).unwrap();
+        let lent = b.lend(Lba(2), 1024).unwrap();
+        // A writer to the lent blocks waits until the loan ends, and
+        // meanwhile nobody else takes them without waiting either.
+        let writer = {
+            let b = Arc::clone(&b);
+            std::thread::spawn(move || b.write(Lba(2), &[9u8; 512], Durability::Cached))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!writer.is_finished(), "the writer waits for the loan");
+        assert!(b.try_lend(Lba(2), 512).unwrap().is_none(), "a writer waits");
+        assert_eq!(*lent, [7u8; 1024]);
+        drop(lent);
+        writer.join().unwrap().unwrap();
+        assert_eq!(*b.try_lend(Lba(2), 512).unwrap().unwrap(), [9u8; 512]);
+        b.resize(BlockCount(2)).unwrap();
+        assert_eq!(
+            b.lend(Lba(2), 512).unwrap_err().kind(),
+            ErrorKind::OutOfRange
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! One TCP connection, sans I/O: the reactor feeds received bytes in and
-//! writes `output_slices()` out. Login, then full feature phase; timers via `tick`.
+//! writes its output (`write_output`) out. Login, then full feature phase; timers via `tick`.
 //!
 //! ```text
 //!  new ──Login PDUs──▶ Login ──final response──▶ FullFeature ──Logout──▶ closed
@@ -7,7 +7,7 @@
 //!            └────────────────────────────────────────┴─ fatal framing error ─▶ closed
 //! ```
 
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -196,28 +196,29 @@ impl Connection {
         self.tx.pending_len()
     }
 
-    /// Fills `slices` with the output to write next, in order, for one
-    /// vectored write; returns how many it filled. Data-In payloads are
-    /// lent from the buffers they were read into, not copied.
-    pub fn output_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
-        self.tx.output_slices(slices)
+    /// Writes pending output with one call of `write` (a `writev` of the
+    /// slices it is given) and returns how many bytes it took. Data-In
+    /// payloads are sent from the buffers they were read into, or from a
+    /// RAM volume's own memory, never copied into the output first. An
+    /// error ends the connection.
+    pub fn write_output(
+        &mut self,
+        write: &mut dyn FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.tx.write_out(write)
     }
 
-    /// Appends all pending output to `out` and consumes it (for transports
-    /// without vectored writes, and for tests).
-    pub fn take_output(&mut self, out: &mut Vec<u8>) {
+    /// Appends all pending output to `out` (for transports without
+    /// vectored writes, and for tests).
+    pub fn take_output(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         while self.output_len() > 0 {
-            let mut slices = [IoSlice::new(&[]); 64];
-            let n = self.output_slices(&mut slices);
-            let before = out.len();
-            slices[..n].iter().for_each(|s| out.extend_from_slice(s));
-            self.consume_output(out.len() - before);
+            self.write_output(&mut |slices| {
+                let before = out.len();
+                slices.iter().for_each(|s| out.extend_from_slice(s));
+                Ok(out.len() - before)
+            })?;
         }
-    }
-
-    /// `n` bytes of the output were written.
-    pub fn consume_output(&mut self, n: usize) {
-        self.tx.consume(n);
+        Ok(())
     }
 
     /// Timers: login timeout, pinging idle connections, dropping dead ones,

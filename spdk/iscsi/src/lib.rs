@@ -2,8 +2,9 @@
 //!
 //! The reactor owns the socket and drives one [`Connection`] per TCP
 //! connection: it reads into [`Connection::receive_buffer`] (or feeds bytes
-//! to [`Connection::receive`]), writes [`Connection::output_slices`] with one
-//! vectored write, and calls [`Connection::tick`] for timers.
+//! to [`Connection::receive`]), writes its output through
+//! [`Connection::write_output`], a vectored write at a time, and calls
+//! [`Connection::tick`] for timers.
 //!
 //! A command on a LUN whose bdev prefers offloading leaves the connection
 //! as an [`Offloaded`] I/O ([`Connection::next_offloaded`]); the reactor

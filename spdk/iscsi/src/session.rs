@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use std::collections::VecDeque;
 
-use reservoir_scsi::{AlignedBuf, Completion, DataDirection, Nexus, Started, Status};
+use reservoir_scsi::{Completion, DataDirection, Nexus, Started, Status};
 
 use crate::connection::PortalContext;
 use crate::discovery;
@@ -24,7 +24,11 @@ use crate::registry::SessionHandle;
 use crate::serial::CmdSn;
 use crate::target::TargetNode;
 use crate::task::{residual, Task};
-use crate::tx::{reject, Closing, Tx, CMD_WINDOW};
+use crate::tx::{reject, Closing, Source, Tx, CMD_WINDOW};
+
+/// Task attributes up to this are untagged (0) or SIMPLE (1); ORDERED,
+/// HEAD OF QUEUE and ACA follow (RFC 7143 §11.3.1.2, SAM-5 8.6).
+const TASK_ATTR_SIMPLE: u8 = 1;
 
 /// Bounds a Text request reassembled from C-bit PDUs.
 const MAX_TEXT: usize = 64 * 1024;
@@ -329,6 +333,7 @@ impl Session {
         if let Some(nexus) = &self.nexus {
             task.abort_epoch = nexus.abort_epoch(c.lun);
         }
+        task.simple = c.attr <= TASK_ATTR_SIMPLE;
         self.tasks.insert(c.itt, task);
         if c.immediate {
             if let Some(t) = self.tasks.get_mut(&c.itt) {
@@ -368,6 +373,16 @@ impl Session {
     }
 
     fn execute(&mut self, tx: &mut Tx, mut task: Task) {
+        // An ORDERED (or HEAD OF QUEUE, ACA) task runs after every earlier
+        // one has ended (SAM-5 8.6): reads whose data is still lent end
+        // now, before it can write.
+        if !task.simple {
+            if let Err(reason) = tx.fix_lent_data() {
+                tracing::warn!(?reason, "a lent read failed; closing the connection");
+                tx.close(Closing::Now);
+                return;
+            }
+        }
         let mut data_in = tx.buffers.take(data_in_capacity(&task));
         let completion = match (&task.command, &self.target, &mut self.nexus) {
             // Aborted by another nexus's PREEMPT AND ABORT while it waited
@@ -382,6 +397,14 @@ impl Session {
                 // buffer exactly (COMPARE AND WRITE) can tell when it does not.
                 match target.device.start(nexus, cmd, &task.data, &mut data_in) {
                     Started::Done(completion) => completion,
+                    // Data digests cover the data as it is sent, so a lent
+                    // read is copied now when they are on.
+                    Started::Lent(read) if tx.digests.data => read.copy_into(&mut data_in),
+                    Started::Lent(read) => {
+                        tx.buffers.give(data_in);
+                        self.respond(tx, task, Completion::good(), Source::Lent(read));
+                        return;
+                    }
                     Started::Io(io) => {
                         let data_out = std::mem::take(&mut task.data);
                         self.offloaded.push_back(Offloaded {
@@ -408,7 +431,7 @@ impl Session {
                 return;
             }
         };
-        self.respond(tx, task, completion, data_in);
+        self.respond(tx, task, completion, Source::Buffer(data_in));
     }
 
     /// An offloaded task's I/O has ended: its response goes out as if it
@@ -445,7 +468,7 @@ impl Session {
         } else {
             completion
         };
-        self.respond(tx, task, completion, data_in);
+        self.respond(tx, task, completion, Source::Buffer(data_in));
     }
 
     /// The next offloaded I/O to hand to a worker.
@@ -455,13 +478,7 @@ impl Session {
 
     /// Data-In and SCSI Response for a task that has run, with residuals
     /// (§11.4.5) and status or sense; the one ending of every command.
-    fn respond(
-        &mut self,
-        tx: &mut Tx,
-        task: Task,
-        completion: Completion,
-        mut data_in: AlignedBuf,
-    ) {
+    fn respond(&mut self, tx: &mut Tx, task: Task, completion: Completion, mut data_in: Source) {
         let moved = match task.transfer.direction {
             DataDirection::In => data_in.len().min(task.expected_len as usize) as u64,
             DataDirection::Out => (task.data.len() as u64).min(task.transfer.bytes),
@@ -470,7 +487,7 @@ impl Session {
         data_in.truncate(task.expected_len as usize);
         let residual = residual(task.expected_len, &task.transfer, moved);
         let good = completion.status == Status::Good && completion.sense.is_none();
-        let read_nothing = data_in.is_empty();
+        let read_nothing = data_in.len() == 0;
         let data_sns =
             self.send_data_in(tx, &task, data_in, good.then_some((completion, residual)));
         if read_nothing || !good {
@@ -492,12 +509,12 @@ impl Session {
         &self,
         tx: &mut Tx,
         task: &Task,
-        data: AlignedBuf,
+        data: Source,
         status: Option<(Completion, Residual)>,
     ) -> u32 {
         let len = data.len();
         if len == 0 {
-            tx.buffers.give(data);
+            tx.recycle(data);
             return 0;
         }
         tx.push_source(data);

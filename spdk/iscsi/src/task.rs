@@ -113,6 +113,9 @@ pub(crate) struct Task {
     /// The nexus's abort epoch for the LUN when the command arrived; a
     /// PREEMPT AND ABORT from another nexus moves it (SPC-4 5.13.11.5).
     pub abort_epoch: u64,
+    /// Untagged or SIMPLE (SAM-5 8.6): it may run in any order relative
+    /// to other such tasks; ORDERED and the rest wait for earlier tasks.
+    pub simple: bool,
     /// Data-Out received so far, from offset 0.
     pub data: AlignedBuf,
     /// Bytes to solicit: min(EDTL, CDB transfer length).
@@ -163,6 +166,7 @@ impl Task {
             expected_len,
             delivered: false,
             abort_epoch: 0,
+            simple: true,
             data,
             wanted,
             unsolicited_end: unsolicited_limit.filter(|end| *end > received),

@@ -157,7 +157,7 @@ impl Init {
     /// Parses and consumes everything the target has written.
     fn recv(&mut self) -> Vec<Resp> {
         let mut out = Vec::new();
-        self.conn.take_output(&mut out);
+        self.conn.take_output(&mut out).unwrap();
         parse_output(&out, self.digests)
     }
 
@@ -268,8 +268,10 @@ fn parse_output(mut out: &[u8], digests: Digests) -> Vec<Resp> {
             at += 4;
         }
         let data = out[at..at + len].to_vec();
-        at += len.div_ceil(4) * 4;
+        let padded = &out[at..at + len.div_ceil(4) * 4];
+        at += padded.len();
         if digests.data && len > 0 {
+            assert_eq!(crc32c::crc32c(padded).to_le_bytes(), out[at..at + 4]);
             at += 4;
         }
         v.push(Resp { h, data });
@@ -571,6 +573,104 @@ fn write_with_immediate_unsolicited_and_r2t_then_read_back() {
     assert_eq!(back, payload);
 }
 
+/// Logs in with immediate data, writes `fill` to blocks 0..8, and
+/// returns the initiator.
+fn with_blocks_filled(fill: u8) -> Init {
+    let mut i = Init::login_normal(context(Access::default()), &[("ImmediateData", "Yes")]);
+    i.clear_unit_attention();
+    i.scsi(0xa0, 4096, &write10(0, 8), &[fill; 4096]);
+    assert_eq!(i.recv()[0].h[3], 0, "GOOD");
+    i
+}
+
+/// A READ's data comes straight from the RAM volume; when the socket
+/// takes only part of it, the rest is kept as it was, and a WRITE that
+/// runs before the rest goes out does not show in it.
+#[test]
+fn a_partly_written_read_keeps_its_data() {
+    let mut i = with_blocks_filled(0xaa);
+    i.scsi(0xc0, 4096, &read10(0, 8), &[]);
+    let mut wire = Vec::new();
+    let taken = i
+        .conn
+        .write_output(&mut |slices| {
+            let first = &slices[0][..];
+            assert_eq!(first.len(), 48, "the Data-In header, then the data");
+            wire.extend_from_slice(first);
+            wire.extend_from_slice(&slices[1][..1000]);
+            Ok(1048)
+        })
+        .unwrap();
+    assert_eq!(taken, 1048);
+    i.scsi(0xa0, 4096, &write10(0, 8), &[0xbb; 4096]);
+    i.conn.take_output(&mut wire).unwrap();
+    let r = parse_output(&wire, i.digests);
+    assert_eq!(r[0].op(), 0x25);
+    assert_eq!(r[0].data, vec![0xaa; 4096], "the read's data as it started");
+    assert_eq!((r[1].op(), r[1].h[3]), (0x21, 0), "the write is GOOD");
+    i.scsi(0xc0, 4096, &read10(0, 8), &[]);
+    assert_eq!(i.recv()[0].data, vec![0xbb; 4096]);
+}
+
+/// Several reads' data, lent by the volume, go out in one `writev`.
+#[test]
+fn lent_reads_share_one_writev() {
+    let mut i = with_blocks_filled(0xaa);
+    for lba in [0, 4, 2] {
+        i.scsi(0xc0, 2048, &read10(lba, 4), &[]);
+    }
+    let mut wire = Vec::new();
+    let mut calls = 0;
+    while i.conn.output_len() > 0 {
+        i.conn
+            .write_output(&mut |slices| {
+                calls += 1;
+                let before = wire.len();
+                slices.iter().for_each(|s| wire.extend_from_slice(s));
+                Ok(wire.len() - before)
+            })
+            .unwrap();
+    }
+    assert_eq!(calls, 1);
+    let r = parse_output(&wire, i.digests);
+    assert_eq!(r.len(), 3);
+    assert!(r.iter().all(|pdu| pdu.data == vec![0xaa; 2048]));
+}
+
+/// An ORDERED write runs only after the READ before it has ended (SAM-5
+/// 8.6), so it never shows in that read's data, even when both arrive
+/// before any output is written.
+#[test]
+fn an_ordered_write_does_not_show_in_an_earlier_read() {
+    let mut i = with_blocks_filled(0xaa);
+    i.scsi(0xc1, 4096, &read10(0, 8), &[]);
+    i.scsi(0xa2, 4096, &write10(0, 8), &[0xbb; 4096]);
+    let r = i.recv();
+    assert_eq!(r[0].data, vec![0xaa; 4096]);
+    assert_eq!((r[1].op(), r[1].h[3]), (0x21, 0));
+    i.scsi(0xc1, 4096, &read10(0, 8), &[]);
+    assert_eq!(i.recv()[0].data, vec![0xbb; 4096]);
+}
+
+/// With data digests the read is copied when it runs and its digest
+/// covers exactly what is sent.
+#[test]
+fn reads_with_data_digests_carry_the_right_digest() {
+    let mut i = Init::login_normal(
+        context(Access::default()),
+        &[("DataDigest", "CRC32C"), ("ImmediateData", "Yes")],
+    );
+    assert!(i.digests.data);
+    i.clear_unit_attention();
+    let payload: Vec<u8> = (0..4096).map(|n| (n * 31 % 255) as u8).collect();
+    i.scsi(0xa0, 4096, &write10(0, 8), &payload);
+    assert_eq!(i.recv()[0].h[3], 0);
+    // EDTL shorter than the transfer: 1001 bytes, padded on the wire.
+    i.scsi(0xc0, 1001, &read10(0, 8), &[]);
+    let r = i.recv();
+    assert_eq!(r[0].data, payload[..1001]);
+}
+
 #[test]
 fn cmdsn_window_orders_and_drops() {
     let mut i = Init::login_normal(context(Access::default()), &[]);
@@ -858,7 +958,7 @@ fn byte_at_a_time_matches_all_at_once() {
         let mut out = Vec::new();
         for piece in pdus.chunks(chunk) {
             i.conn.receive(piece);
-            i.conn.take_output(&mut out);
+            i.conn.take_output(&mut out).unwrap();
         }
         out
     };
@@ -882,7 +982,7 @@ proptest! {
             i.conn.receive(&pdu);
         }
         i.conn.receive(&noise);
-        i.conn.take_output(&mut Vec::new());
+        i.conn.take_output(&mut Vec::new()).unwrap();
         i.conn.tick(i.now + Duration::from_secs(60));
     }
 

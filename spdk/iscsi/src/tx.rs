@@ -4,7 +4,9 @@
 //! Output is a gather list, written with one `writev` per turn: encoded
 //! bytes (headers, digests, padding, small data segments) in one buffer,
 //! and Data-In payloads sent straight from the buffer the SCSI layer read
-//! them into, which returns to the pool once written.
+//! them into, which returns to the pool once written, or straight from a
+//! RAM volume's memory ([`LentRead`]): that source is written with a
+//! `writev` of its own, under the volume's read lock.
 //!
 //! ```text
 //! bytes:    [hdr A][hdr B|pad B][hdr C ...
@@ -13,14 +15,15 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::ops::Range;
 
-use reservoir_scsi::AlignedBuf;
+use reservoir_scsi::{AlignedBuf, Lent, LentRead};
 
 use crate::buffers::BufferPool;
 use crate::pdu::{
-    encode, encode_header, encode_trailer, Digests, TargetPdu, Ttt, BHS_LEN, RESERVED_TAG,
+    encode, encode_header, encode_padding, encode_trailer, Digests, TargetPdu, Ttt, BHS_LEN,
+    RESERVED_TAG,
 };
 use crate::serial::CmdSn;
 
@@ -47,7 +50,40 @@ pub(crate) enum Closing {
     Now,
 }
 
-/// A data segment sent from a source buffer rather than from `bytes`.
+/// Slices per `writev`: headers and payloads of about 60 PDUs, so a full
+/// command window's responses take a call or two (IOV_MAX is 1024).
+const WRITE_SLICES: usize = 128;
+
+/// Lent reads one `writev` may send from: two slices each (header, data).
+const MAX_LENT: usize = WRITE_SLICES / 2;
+
+/// Where a command's read data is sent from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// A buffer the data was read into; back to the pool once written.
+    Buffer(AlignedBuf),
+    /// The volume's memory, lent while it is written.
+    Lent(LentRead),
+}
+
+impl Source {
+    pub fn len(&self) -> usize {
+        match self {
+            Source::Buffer(buffer) => buffer.len(),
+            Source::Lent(read) => read.len(),
+        }
+    }
+
+    /// Sends at most `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        match self {
+            Source::Buffer(buffer) => buffer.truncate(len),
+            Source::Lent(read) => read.truncate(len),
+        }
+    }
+}
+
+/// A data segment sent from a source rather than from `bytes`.
 #[derive(Debug)]
 struct Payload {
     /// It goes out once `bytes[..at]` has.
@@ -65,9 +101,9 @@ pub(crate) struct Tx {
     bytes: Vec<u8>,
     pos: usize,
     payloads: VecDeque<Payload>,
-    /// The buffers payloads are sent from, oldest first; the front payload
+    /// What payloads are sent from, oldest first; the front payload
     /// always comes from the front source.
-    sources: VecDeque<AlignedBuf>,
+    sources: VecDeque<Source>,
     /// Bytes of `payloads` not written yet.
     payload_len: usize,
     pub stat_sn: u32,
@@ -110,9 +146,70 @@ impl Tx {
         self.bytes.len() - self.pos + self.payload_len
     }
 
-    /// Fills `slices` with the output to write next, in order; returns how
-    /// many it filled (fewer than all when `slices` is too short).
-    pub fn output_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+    /// Writes pending output with one call of `write` (a `writev`) and
+    /// returns how many bytes it took. Lent sources are written straight
+    /// from the volume, under its read locks: the first one the call
+    /// reaches waits for writers, later ones go into the same call only if
+    /// no writer holds or waits for them (so the reactor never waits for a
+    /// writer that waits for it). A lent source the socket takes only part
+    /// of has its rest copied into a buffer before the locks are released,
+    /// so its data stays what it was when its first byte went out. Fails
+    /// when `write` does, or when the volume shrank below a lent read
+    /// (the connection must end: the read's header is out).
+    pub fn write_out(
+        &mut self,
+        write: &mut dyn FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let reads: [Option<LentRead>; MAX_LENT] = {
+            let mut lent = self.sources.iter().filter_map(|source| match source {
+                Source::Lent(read) => Some(read.clone()),
+                Source::Buffer(_) => None,
+            });
+            std::array::from_fn(|_| lent.next())
+        };
+        let mut loans: [Option<Lent<'_>>; MAX_LENT] = std::array::from_fn(|_| None);
+        for (i, read) in reads.iter().enumerate() {
+            let Some(read) = read else { break };
+            let loan = if i == 0 {
+                Some(read.lend())
+            } else {
+                read.try_lend().transpose()
+            };
+            match loan {
+                Some(Ok(lent)) => loans[i] = Some(lent),
+                Some(Err(reason)) => {
+                    return Err(io::Error::other(format!("lent read failed: {reason:?}")))
+                }
+                None => break,
+            }
+        }
+        let lent_before = self.lent_count();
+        let written = {
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+            let n = self.gather(&loans, &mut slices);
+            write(&slices[..n])?
+        };
+        self.consume(written);
+        // The source now in front was cut short if it is lent and was
+        // gathered: keep the rest of it as it is now.
+        let done = lent_before - self.lent_count();
+        if let (Some(Source::Lent(_)), Some(Some(lent))) = (self.sources.front(), loans.get(done)) {
+            self.keep_unwritten(lent);
+        }
+        Ok(written)
+    }
+
+    fn lent_count(&self) -> usize {
+        self.sources
+            .iter()
+            .filter(|source| matches!(source, Source::Lent(_)))
+            .count()
+    }
+
+    /// Fills `slices` with the output to write next, in order, and returns
+    /// how many it filled, stopping at the data of the first lent source
+    /// without a loan in `loans` (the lent sources' data, in order).
+    fn gather<'a>(&'a self, loans: &'a [Option<Lent<'_>>], slices: &mut [IoSlice<'a>]) -> usize {
         let mut filled = 0;
         let mut push = |slice: &'a [u8]| {
             if filled < slices.len() && !slice.is_empty() {
@@ -122,20 +219,58 @@ impl Tx {
             filled < slices.len()
         };
         let mut pos = self.pos;
+        let mut loans = loans.iter();
         let mut sources = self.sources.iter();
-        let mut source = sources.next();
+        let mut source = match sources.next() {
+            Some(Source::Lent(_)) => loans.next().and_then(Option::as_deref),
+            Some(Source::Buffer(buffer)) => Some(&buffer[..]),
+            None => None,
+        };
         for payload in &self.payloads {
-            let Some(buffer) = source else { break };
-            if !push(&self.bytes[pos..payload.at]) || !push(&buffer[payload.range.clone()]) {
+            let Some(data) = source else {
+                // A lent source without a loan: its header may go, not its data.
+                push(&self.bytes[pos..payload.at]);
+                return filled;
+            };
+            if !push(&self.bytes[pos..payload.at]) || !push(&data[payload.range.clone()]) {
                 return filled;
             }
             pos = payload.at;
             if payload.last {
-                source = sources.next();
+                source = match sources.next() {
+                    Some(Source::Lent(_)) => loans.next().and_then(Option::as_deref),
+                    Some(Source::Buffer(buffer)) => Some(&buffer[..]),
+                    None => None,
+                };
             }
         }
         push(&self.bytes[pos..]);
         filled
+    }
+
+    /// The front source is lent and only partly written: its unwritten
+    /// rest moves into a buffer (at the same offsets), copied from `data`
+    /// while the volume is still locked.
+    fn keep_unwritten(&mut self, data: &[u8]) {
+        let from = self.payloads.front().map_or(data.len(), |p| p.range.start);
+        let mut buffer = self.buffers.take(data.len());
+        buffer.resize_to_overwrite(data.len());
+        buffer[from..].copy_from_slice(&data[from..]);
+        self.sources[0] = Source::Buffer(buffer);
+    }
+
+    /// Copies the data of every lent source into a buffer now, so that
+    /// no command that runs from here on can change what they send.
+    pub fn fix_lent_data(&mut self) -> Result<(), reservoir_scsi::SenseReason> {
+        for i in 0..self.sources.len() {
+            let Source::Lent(read) = &self.sources[i] else {
+                continue;
+            };
+            let mut buffer = self.buffers.take(read.len());
+            buffer.extend_from_slice(&read.lend()?);
+            self.sources[i] = Source::Buffer(buffer);
+        }
+        Ok(())
     }
 
     /// `n` bytes of the output were written.
@@ -160,7 +295,7 @@ impl Tx {
                 self.payloads.pop_front();
                 if last {
                     if let Some(source) = self.sources.pop_front() {
-                        self.buffers.give(source);
+                        self.recycle(source);
                     }
                 }
             }
@@ -184,7 +319,7 @@ impl Tx {
             self.payloads.clear();
             self.payload_len = 0;
             while let Some(source) = self.sources.pop_front() {
-                self.buffers.give(source);
+                self.recycle(source);
             }
         }
         if self.closing != Closing::Now {
@@ -256,17 +391,25 @@ impl Tx {
         encode(pdu, data, self.digests, &mut self.bytes);
     }
 
-    /// Makes `buffer` the source that [`Tx::send_from_source`] sends from.
-    pub fn push_source(&mut self, buffer: AlignedBuf) {
+    /// Makes `source` the one [`Tx::send_from_source`] sends from.
+    pub fn push_source(&mut self, source: Source) {
         if self.closing == Closing::Now {
-            self.buffers.give(buffer);
+            self.recycle(source);
             return;
         }
-        self.sources.push_back(buffer);
+        self.sources.push_back(source);
+    }
+
+    /// A source that is done with: its buffer goes back to the pool.
+    pub fn recycle(&mut self, source: Source) {
+        if let Source::Buffer(buffer) = source {
+            self.buffers.give(buffer);
+        }
     }
 
     /// Sends `pdu` with `range` of the newest source as its data segment,
     /// without copying it. `last` says no further PDU uses that source.
+    /// Data digests cover data, so a lent source cannot be sent with them.
     pub fn send_from_source(&mut self, pdu: &TargetPdu, range: Range<usize>, last: bool) {
         if self.closing == Closing::Now {
             return;
@@ -280,7 +423,13 @@ impl Tx {
             last,
         });
         self.payload_len += range.len();
-        encode_trailer(&source[range], self.digests, &mut self.bytes);
+        match source {
+            Source::Buffer(buffer) => encode_trailer(&buffer[range], self.digests, &mut self.bytes),
+            Source::Lent(_) => {
+                assert!(!self.digests.data, "lent data cannot carry a data digest");
+                encode_padding(range.len(), &mut self.bytes);
+            }
+        }
     }
 
     /// Rejects a PDU, returning its header to the initiator (§11.17).
@@ -321,34 +470,35 @@ mod tests {
         tx.send_from_source(&pdu, range, last);
     }
 
-    /// Everything the output slices yield, as `writev` would send it.
-    fn gathered(tx: &Tx) -> Vec<u8> {
-        let mut slices = [IoSlice::new(&[]); 3];
-        let n = tx.output_slices(&mut slices);
-        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
-    }
-
     fn queue(digests: Digests) -> Tx {
         let mut tx = Tx::new();
         tx.digests = digests;
         reject(&mut tx, 1);
-        tx.push_source(AlignedBuf::from(&(0..10u8).collect::<Vec<_>>()[..]));
+        tx.push_source(Source::Buffer(AlignedBuf::from(
+            &(0..10u8).collect::<Vec<_>>()[..],
+        )));
         data_in(&mut tx, 0..6, false);
         data_in(&mut tx, 6..10, true);
         reject(&mut tx, 2);
-        tx.push_source(AlignedBuf::from(&[0xee; 3][..]));
+        tx.push_source(Source::Buffer(AlignedBuf::from(&[0xee; 3][..])));
         data_in(&mut tx, 0..3, true);
         tx
     }
 
-    /// The whole stream, taken a few slices and a few bytes at a time.
+    /// The whole stream, as a socket that takes at most `step` bytes per
+    /// `writev` receives it.
     fn drain(mut tx: Tx, step: usize) -> Vec<u8> {
         let mut wire = Vec::new();
         while tx.pending_len() > 0 {
-            let chunk = gathered(&tx);
-            let n = chunk.len().min(step);
-            wire.extend_from_slice(&chunk[..n]);
-            tx.consume(n);
+            tx.write_out(&mut |slices| {
+                let before = wire.len();
+                for slice in slices {
+                    let room = step - (wire.len() - before);
+                    wire.extend_from_slice(&slice[..slice.len().min(room)]);
+                }
+                Ok(wire.len() - before)
+            })
+            .unwrap();
         }
         assert!(tx.sources.is_empty() && tx.bytes.is_empty());
         wire
@@ -393,8 +543,15 @@ mod tests {
 
     #[test]
     fn sources_return_to_the_pool_once_written_or_dropped() {
-        let sources =
-            |tx: &Tx| -> Vec<*const u8> { tx.sources.iter().map(|s| s.as_ptr()).collect() };
+        let sources = |tx: &Tx| -> Vec<*const u8> {
+            tx.sources
+                .iter()
+                .map(|s| match s {
+                    Source::Buffer(buffer) => buffer.as_ptr(),
+                    Source::Lent(_) => panic!("no lent sources here"),
+                })
+                .collect()
+        };
         let pooled = |tx: &mut Tx| -> Vec<*const u8> {
             let (a, b) = (tx.buffers.take(3), tx.buffers.take(3));
             let mut ptrs = vec![a.as_ptr(), b.as_ptr()];

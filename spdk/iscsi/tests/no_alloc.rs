@@ -229,7 +229,7 @@ impl Initiator {
         let mut pending = 0;
         {
             self.output.clear();
-            self.conn.take_output(&mut self.output);
+            self.conn.take_output(&mut self.output).unwrap();
             let mut out = &self.output[..];
             while !out.is_empty() {
                 let h = &out[..48];
@@ -267,7 +267,7 @@ impl Initiator {
 
     fn take_output(&mut self) -> &[u8] {
         self.output.clear();
-        self.conn.take_output(&mut self.output);
+        self.conn.take_output(&mut self.output).unwrap();
         &self.output
     }
 

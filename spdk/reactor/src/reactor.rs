@@ -1,7 +1,7 @@
 //! One reactor: a poll loop over its connections' sockets, its inbox and,
 //! on reactor 0, the portals' listening sockets.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpListener as StdTcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -32,9 +32,6 @@ const HOLD_FOR: usize = 16 * 1024;
 /// segment waits for a retransmission), the other commands' responses
 /// should not wait with it.
 const HOLD_LIMIT: Duration = Duration::from_millis(1);
-/// Slices per `writev`: headers and payloads of about 60 PDUs, so a full
-/// command window's responses take a call or two (IOV_MAX is 1024).
-const WRITE_SLICES: usize = 128;
 
 const WAKER: Token = Token(usize::MAX);
 /// Listener tokens count down from just below the waker's.
@@ -495,19 +492,18 @@ fn submit_offloaded(peer: &mut Peer, workers: &Workers, slot: usize) {
     }
 }
 
-/// Writes as much pending output as the socket takes, gathered into one
-/// `writev` per call. Ok(true) if anything was written.
+/// Writes as much pending output as the socket takes, a `writev` at a
+/// time. Ok(true) if anything was written.
 fn flush(peer: &mut Peer) -> io::Result<bool> {
     let mut wrote = false;
+    let stream = &mut peer.stream;
     while peer.connection.output_len() > 0 {
-        let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
-        let n = peer.connection.output_slices(&mut slices);
-        match peer.stream.write_vectored(&slices[..n]) {
+        match peer
+            .connection
+            .write_output(&mut |slices| stream.write_vectored(slices))
+        {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                peer.connection.consume_output(n);
-                wrote = true;
-            }
+            Ok(_) => wrote = true,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

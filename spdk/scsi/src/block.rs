@@ -44,7 +44,7 @@ fn block_size(lun: &Lun) -> usize {
     lun.block_size() as usize
 }
 
-fn bytes_of(lun: &Lun, extent: Extent) -> usize {
+pub(crate) fn bytes_of(lun: &Lun, extent: Extent) -> usize {
     extent.blocks as usize * block_size(lun)
 }
 

@@ -9,7 +9,7 @@ use reservoir_bdev::AlignedBuf;
 
 use crate::cdb::{Cdb, Command};
 use crate::error::TmfError;
-use crate::io::{self, settle, BlockIo, BlockOp, Started};
+use crate::io::{self, settle, BlockIo, BlockOp, LentRead, Started};
 use crate::lun::Lun;
 use crate::nexus::{InitiatorPort, Nexus, NexusId, TargetPort};
 use crate::reservation::{self, Gate};
@@ -131,7 +131,9 @@ impl Device {
     /// transfer (READ, WRITE, WRITE AND VERIFY, SYNCHRONIZE CACHE) of a LUN
     /// whose bdev [prefers to be offloaded](reservoir_bdev::Bdev::prefers_offload):
     /// everything that needs the nexus has run, and the returned
-    /// [`BlockIo`] finishes the command on whichever thread runs it.
+    /// [`BlockIo`] finishes the command on whichever thread runs it. A READ
+    /// of a LUN whose bdev lends its memory returns a [`LentRead`] instead
+    /// of reading into `data_in`.
     pub fn start(
         &self,
         nexus: &mut Nexus,
@@ -144,6 +146,12 @@ impl Device {
             Begun::Io(lun, op, limit) if lun.prefers_offload() => {
                 let epoch = nexus.abort_epoch_handle(command.lun());
                 Started::Io(BlockIo::new(Arc::clone(lun), op, limit, epoch))
+            }
+            Begun::Io(lun, BlockOp::Read(extent), limit) if lun.lends_memory() => {
+                match LentRead::new(lun, extent, limit) {
+                    Ok(read) => Started::Lent(read),
+                    Err(completion) => Started::Done(completion),
+                }
             }
             Begun::Io(lun, op, limit) => {
                 Started::Done(io::transfer(lun, op, limit, data_out, data_in))

@@ -32,11 +32,11 @@ mod ua;
 pub use cdb::{Command, DataDirection, Transfer};
 pub use device::{decode_lun, encode_lun, Device};
 pub use error::TmfError;
-pub use io::{BlockIo, Started};
+pub use io::{BlockIo, LentRead, Started};
 pub use lun::{Lun, LunIdentity, LunOptions};
 pub use nexus::{InitiatorPort, Nexus, TargetPort};
 pub use persistent::{ReservationLoadError, ReservationSnapshot, ReservationStore};
 /// The buffer type of data-in (and, in the transport, data-out): page
 /// aligned, so a file LUN reads and writes it with O_DIRECT as it is.
-pub use reservoir_bdev::AlignedBuf;
+pub use reservoir_bdev::{AlignedBuf, Lent};
 pub use sense::{Completion, FieldPointer, Sense, SenseKey, SenseReason, Status, FIXED_SENSE_LEN};

@@ -41,6 +41,8 @@ pub struct Lun {
     block_size: u32,
     /// The bdev's [`Bdev::prefers_offload`], asked once.
     offload: bool,
+    /// The bdev's [`Bdev::lends_memory`], asked once.
+    lends: bool,
     /// Caching mode page WCE (SBC-4, Caching mode page); a LU-wide parameter.
     write_cache: AtomicBool,
     pub(crate) events: EventLog,
@@ -67,12 +69,14 @@ impl Lun {
     pub fn open(bdev: Arc<dyn Bdev>, options: LunOptions) -> Result<Lun, ReservationLoadError> {
         let geometry = bdev.geometry();
         let offload = bdev.prefers_offload();
+        let lends = bdev.lends_memory();
         let persistent = Persistent::open(options.reservations.clone())?;
         Ok(Lun {
             bdev,
             options,
             block_size: geometry.block_size.bytes(),
             offload,
+            lends,
             write_cache: AtomicBool::new(geometry.volatile_cache),
             events: EventLog::default(),
             reserved_by: AtomicU64::new(0),
@@ -119,6 +123,11 @@ impl Lun {
     /// Whether block data transfers should leave the transport's thread.
     pub fn prefers_offload(&self) -> bool {
         self.offload
+    }
+
+    /// Whether reads can be sent straight from the bdev's memory.
+    pub(crate) fn lends_memory(&self) -> bool {
+        self.lends
     }
 
     pub(crate) fn read_only(&self) -> bool {

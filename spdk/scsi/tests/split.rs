@@ -1,30 +1,54 @@
-//! `Device::start` + `BlockIo::run` on another thread gives what
-//! `Device::execute` gives inline: completions, data-in and the medium.
+//! `Device::start` + `BlockIo::run` on another thread, or a lent read,
+//! gives what `Device::execute` gives inline: completions, data-in and
+//! the medium.
 
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use common::*;
-use reservoir_scsi::{AlignedBuf, Completion, Nexus, Started, Status};
+use reservoir_bdev::{BlockCount, BlockSize, MallocBdev};
+use reservoir_scsi::{AlignedBuf, Completion, Device, InitiatorPort, Nexus, Started, Status};
+
+/// How `start` left a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Inline,
+    Offloaded,
+    Lent,
+}
 
 /// Runs one command through `start`, finishing a returned `BlockIo` on a
-/// thread of its own. Also says whether it was offloaded.
+/// thread of its own and taking a lent read's data from the volume. Also
+/// says which way it went.
 fn run_split(
-    f: &Fixture,
+    device: &Device,
     n: &mut Nexus,
     cdb: &[u8],
     data_out: &[u8],
-) -> (Completion, Vec<u8>, bool) {
-    let cmd = match f.device.parse(1, cdb) {
+) -> (Completion, Vec<u8>, Path) {
+    let cmd = match device.parse(1, cdb) {
         Ok(cmd) => cmd,
-        Err(c) => return (c, Vec::new(), false),
+        Err(c) => return (c, Vec::new(), Path::Inline),
     };
     let mut data_in = AlignedBuf::new();
-    match f.device.start(n, &cmd, data_out, &mut data_in) {
-        Started::Done(c) => (c, data_in.to_vec(), false),
+    match device.start(n, &cmd, data_out, &mut data_in) {
+        Started::Done(c) => (c, data_in.to_vec(), Path::Inline),
+        Started::Lent(read) => {
+            let data = read.lend().unwrap().to_vec();
+            assert_eq!(data.len(), read.len());
+            assert!(data.len() as u64 <= cmd.transfer().bytes);
+            let tried = read.try_lend().unwrap().expect("no writer waits");
+            assert_eq!(*tried, data[..]);
+            drop(tried);
+            let mut copied = AlignedBuf::new();
+            assert_eq!(read.copy_into(&mut copied), Completion::good());
+            assert_eq!(copied.to_vec(), data, "copy_into gives the lent data");
+            (Completion::good(), data, Path::Lent)
+        }
         Started::Io(io) => {
             let data_out = data_out.to_vec();
             let (c, data_in) = thread::spawn(move || {
@@ -35,7 +59,7 @@ fn run_split(
             .join()
             .unwrap();
             assert!(data_in.len() as u64 <= cmd.transfer().bytes);
-            (c, data_in.to_vec(), true)
+            (c, data_in.to_vec(), Path::Offloaded)
         }
     }
 }
@@ -93,8 +117,8 @@ fn split_execution_equals_inline_execution() {
     let mut b = split.nexus("iqn.split");
     for (cdb, data_out, offloads) in &script {
         let (want, want_in) = inline.run(&mut a, 1, cdb, data_out);
-        let (got, got_in, offloaded) = run_split(&split, &mut b, cdb, data_out);
-        assert_eq!(offloaded, *offloads, "{cdb:02x?}");
+        let (got, got_in, path) = run_split(&split.device, &mut b, cdb, data_out);
+        assert_eq!(path == Path::Offloaded, *offloads, "{cdb:02x?}");
         assert_eq!(got, want, "{cdb:02x?}");
         assert_eq!(got_in, want_in, "{cdb:02x?}");
     }
@@ -113,10 +137,48 @@ fn split_execution_equals_inline_execution() {
 fn a_lun_that_does_not_ask_runs_inline_through_start() {
     let f = fixture(Opts::default());
     let mut n = f.nexus("iqn.a");
-    let (c, data, offloaded) = run_split(&f, &mut n, &cdb10(0x28, 0, 0, 1), &[]);
-    assert!(!offloaded);
+    let (c, data, path) = run_split(&f.device, &mut n, &cdb10(0x28, 0, 0, 1), &[]);
+    assert_eq!(path, Path::Inline);
     assert_good(&c);
     assert_eq!(data.len(), BS);
+}
+
+/// A LUN whose bdev lends its memory answers READs with a lent read whose
+/// data is what inline execution reads; everything else, out-of-range and
+/// empty reads included, completes at once as it would inline.
+#[test]
+fn lent_reads_give_what_inline_reads_give() {
+    let bdev = MallocBdev::new("m0", BlockSize::B512, BlockCount(BLOCKS)).unwrap();
+    let device = device_with(Arc::new(device_lun(Arc::new(bdev), false)));
+    let mut n = device.new_nexus(InitiatorPort {
+        name: "iqn.lending".into(),
+        isid: [0x80, 0, 0, 0, 0, 1],
+    });
+    let execute = |n: &mut Nexus, cdb: &[u8], data_out: &[u8]| {
+        let mut data_in = AlignedBuf::new();
+        let cmd = device.parse(1, cdb).unwrap();
+        let c = device.execute(n, &cmd, data_out, &mut data_in);
+        (c, data_in.to_vec())
+    };
+    let (power_on, _) = execute(&mut n, &[0; 6], &[]);
+    assert_eq!(power_on.status, Status::CheckCondition);
+    let script: Vec<(Vec<u8>, Vec<u8>, Path)> = vec![
+        (cdb10(0x2A, 0, 0, 8), pattern(1, 8 * BS), Path::Inline),
+        (cdb10(0x28, 0, 0, 8), vec![], Path::Lent),
+        (cdb16(0x88, 0, 3, 2), vec![], Path::Lent),
+        (cdb12(0xA8, 0, 7, 1), vec![], Path::Lent),
+        (vec![0x08, 0, 0, 2, 1, 0], vec![], Path::Lent),
+        (cdb10(0x28, 0, 0, 0), vec![], Path::Inline),
+        (cdb10(0x28, 0, BLOCKS as u32 - 1, 2), vec![], Path::Inline),
+        (vec![0x12, 0, 0, 0, 36, 0], vec![], Path::Inline),
+    ];
+    for (cdb, data_out, expected) in &script {
+        let (want, want_in) = execute(&mut n, cdb, data_out);
+        let (got, got_in, path) = run_split(&device, &mut n, cdb, data_out);
+        assert_eq!(path, *expected, "{cdb:02x?}");
+        assert_eq!(got, want, "{cdb:02x?}");
+        assert_eq!(got_in, want_in, "{cdb:02x?}");
+    }
 }
 
 fn register(key: u64) -> Vec<u8> {

@@ -171,14 +171,21 @@ pub fn encode_header(pdu: &TargetPdu, data_len: usize, digests: Digests, out: &m
     }
 }
 
+/// Appends the padding of a data segment of `len` bytes (§11.1) and
+/// returns it.
+pub fn encode_padding(len: usize, out: &mut Vec<u8>) -> &'static [u8] {
+    let padding = &[0u8; 3][..pad4(len) - len];
+    out.extend_from_slice(padding);
+    padding
+}
+
 /// Appends what follows a data segment on the wire: its padding and, when
 /// negotiated, the digest over data and padding. Nothing for no data.
 pub fn encode_trailer(data: &[u8], digests: Digests, out: &mut Vec<u8>) {
     if data.is_empty() {
         return;
     }
-    let padding = &[0u8; 3][..pad4(data.len()) - data.len()];
-    out.extend_from_slice(padding);
+    let padding = encode_padding(data.len(), out);
     if digests.data {
         let crc = digest::crc32c_append(digest::crc32c(data), padding);
         out.extend_from_slice(&digest::to_wire(crc));

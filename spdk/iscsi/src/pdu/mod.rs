@@ -10,7 +10,7 @@ pub use bhs::{
     RESERVED_TAG,
 };
 pub use codec::{
-    decode_frame, encode, encode_header, encode_trailer, missing_bytes, Frame, FrameError,
-    FrameLimits,
+    decode_frame, encode, encode_header, encode_padding, encode_trailer, missing_bytes, Frame,
+    FrameError, FrameLimits,
 };
 pub use digest::Digests;

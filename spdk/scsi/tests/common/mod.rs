@@ -204,26 +204,36 @@ pub fn offloaded_fixture(opts: Opts) -> Fixture {
 fn fixture_with(opts: Opts, offload: bool) -> Fixture {
     let bdev = VecBdev::new(BlockSize::B512, opts.blocks, opts.thin, opts.volatile_cache);
     bdev.offload.store(offload, Ordering::Relaxed);
-    let lun = Arc::new(Lun::new(
-        bdev.clone(),
+    let lun = Arc::new(device_lun(bdev.clone(), opts.read_only));
+    let device = device_with(lun.clone());
+    Fixture { bdev, lun, device }
+}
+
+/// A LUN on `bdev` with a fixed identity.
+pub fn device_lun(bdev: Arc<dyn Bdev>, read_only: bool) -> Lun {
+    Lun::new(
+        bdev,
         LunOptions {
-            read_only: opts.read_only,
+            read_only,
             identity: LunIdentity {
                 serial: "SER0001".into(),
                 naa: [0x60, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
             },
             reservations: None,
         },
-    ));
-    let device = Device::new(
+    )
+}
+
+/// A device with `lun` as LUN 1.
+pub fn device_with(lun: Arc<Lun>) -> Device {
+    Device::new(
         "iqn.2026-01.test:dev",
-        vec![(1, lun.clone())],
+        vec![(1, lun)],
         TargetPort {
             name: "iqn.2026-01.test:dev,t,0x0001".into(),
             relative_id: 1,
         },
-    );
-    Fixture { bdev, lun, device }
+    )
 }
 
 impl Fixture {
