@@ -194,7 +194,7 @@ fn estimate(
     (runtime + PER_RUN_OVERHEAD) * runs
         + fills
         + START_ESTIMATE * kinds.len() as u32
-        + floor_duration * 5
+        + floor_duration * (4 + crate::loopback::STREAMS as u32)
 }
 
 pub fn command_line() -> String {
@@ -498,8 +498,8 @@ mod tests {
             Duration::from_secs(3),
         );
         // 45 runs × 3 reps × 16 s, 3 RAM and 2 file fills, 3 starts, the
-        // floor's five measurements.
-        assert_eq!(e.as_secs(), 135 * 16 + 15 + 30 + 9 + 15);
-        assert_eq!(minutes(e), "37m09s");
+        // floor's four round trips and five streams.
+        assert_eq!(e.as_secs(), 135 * 16 + 15 + 30 + 9 + 27);
+        assert_eq!(minutes(e), "37m21s");
     }
 }
