@@ -112,7 +112,12 @@ pub fn serve(config: &Config) -> Result<()> {
                 .with_backups(data_dir),
         ),
     )?;
-    let reactors = match ReactorPool::start(config.server.reactors.as_deref(), &portals, context) {
+    let reactors = match ReactorPool::start(
+        config.server.reactors.as_deref(),
+        config.server.io_workers,
+        &portals,
+        context,
+    ) {
         Ok(reactors) => reactors,
         Err(error) => {
             rpc.stop();
@@ -150,9 +155,10 @@ fn print_banner(config: &Config, views: &[TargetView], reactors: &ReactorPool, s
         .map(|s| s.core.to_string())
         .collect();
     println!(
-        "reservoir: {} reactor(s) on core(s) {}; data in {}",
+        "reservoir: {} reactor(s) on core(s) {}, {} I/O worker(s) for file and device LUNs; data in {}",
         cores.len(),
         cores.join(","),
+        config.server.io_workers,
         config.server.data_dir.display()
     );
     for volume in &config.volumes {

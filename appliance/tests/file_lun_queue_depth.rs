@@ -23,7 +23,11 @@ const BLOCKS: u16 = 8;
 const COMMANDS: u32 = 256;
 
 fn file_daemon() -> Daemon {
-    let config = Config::default()
+    Daemon::start(&file_config())
+}
+
+fn file_config() -> Config {
+    Config::default()
         .volume(
             "vol0",
             Backend::File {
@@ -31,8 +35,16 @@ fn file_daemon() -> Daemon {
             },
             64,
         )
-        .target(IQN, &["vol0"]);
-    Daemon::start(&config)
+        .target(IQN, &["vol0"])
+}
+
+/// Threads of process `pid` whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the daemon's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
 }
 
 fn login(daemon: &Daemon, isid: [u8; 6]) -> RawSession {
@@ -122,6 +134,37 @@ fn many_commands_in_flight_on_a_file_volume_read_back_what_was_written() {
     assert_eq!(outcomes[1].status, Outcome::CHECK_CONDITION);
     assert_eq!(outcomes[1].sense.map(|s| (s.0, s.1)), Some((0x05, 0x21)));
     assert_eq!(outcomes[2].data_in, pattern(1));
+}
+
+/// `io_workers` sets how many threads run file I/O; a queue deeper than
+/// that waits its turn and every command still completes as written.
+#[test]
+fn io_workers_bounds_the_file_io_threads() {
+    let daemon = Daemon::start(&file_config().io_workers(2));
+    assert_eq!(threads_named(daemon.pid(), "bdev-worker-"), 2);
+    let mut session = login(&daemon, ISIDS[0]);
+    let writes: Vec<PipelinedOp> = (0..64)
+        .map(|i| PipelinedOp::Write {
+            lba: lba(i),
+            data: pattern(i),
+        })
+        .collect();
+    let (outcomes, _) = session.pipelined(&writes, BLOCK, DEPTH).expect("writes");
+    assert!(outcomes.iter().all(|o| o.status == Outcome::GOOD));
+    let reads: Vec<PipelinedOp> = (0..64)
+        .map(|i| PipelinedOp::Read {
+            lba: lba(i),
+            blocks: BLOCKS,
+        })
+        .collect();
+    let (outcomes, _) = session.pipelined(&reads, BLOCK, DEPTH).expect("reads");
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert!(outcome.data_in == pattern(i as u32), "block run {i}");
+    }
+    assert_eq!(
+        threads_named(file_daemon().pid(), "bdev-worker-"),
+        reservoir_target_config::DEFAULT_IO_WORKERS
+    );
 }
 
 #[test]

@@ -31,7 +31,17 @@ pub struct ServerConfig {
     pub rpc_socket: Option<PathBuf>,
     /// Cores to run reactors on; `None` means every core.
     pub reactors: Option<Vec<usize>>,
+    /// Threads that run file and device I/O for the reactors, shared by
+    /// every such LUN: the queue depth those devices see at most.
+    pub io_workers: usize,
 }
+
+/// `io_workers` when the config does not say: a queue depth of 32 on one
+/// LUN keeps every command of the initiator on the device at once.
+pub const DEFAULT_IO_WORKERS: usize = 32;
+
+/// The most `io_workers` a config may ask for (threads, each with a stack).
+pub const MAX_IO_WORKERS: usize = 1024;
 
 impl ServerConfig {
     pub fn rpc_socket_path(&self) -> PathBuf {
@@ -176,6 +186,7 @@ impl Config {
                 data_dir: PathBuf::from("./reservoir-data"),
                 rpc_socket: None,
                 reactors: None,
+                io_workers: DEFAULT_IO_WORKERS,
             },
             portals: vec![PortalConfig {
                 listen: SocketAddr::from((Ipv4Addr::LOCALHOST, ISCSI_PORT)),

@@ -51,6 +51,8 @@ pub enum Problem {
     NoReactors,
     #[error("core {core} is already listed at reactors[{first}]: list each core once")]
     DuplicateReactor { core: usize, first: usize },
+    #[error("io_workers = {got}: give 1 to {max} threads (default {default})", max = crate::config::MAX_IO_WORKERS, default = crate::config::DEFAULT_IO_WORKERS)]
+    IoWorkers { got: usize },
     #[error("at least one portal is required: add [[portal]] with `listen = \"0.0.0.0:3260\"`")]
     NoPortals,
     #[error("same address as portal[{first}]: remove one of them")]

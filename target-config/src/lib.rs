@@ -21,7 +21,7 @@ mod validate;
 
 pub use config::{
     example_toml, Backend, ChapCredentials, Config, PortalConfig, ServerConfig, SnapshotConfig,
-    TargetConfig, VolumeConfig, ISCSI_PORT,
+    TargetConfig, VolumeConfig, DEFAULT_IO_WORKERS, ISCSI_PORT, MAX_IO_WORKERS,
 };
 pub use error::{ConfigError, FieldPath, Problem, TomlError, Violation};
 pub use names::{

@@ -110,6 +110,7 @@ fn example_parses_with_every_commented_key() {
         .join("\n");
     let config = Config::from_toml_str(&uncommented).unwrap();
     assert_eq!(config.server.reactors, Some(vec![0, 1]));
+    assert_eq!(config.server.io_workers, 32);
     assert_eq!(
         config.server.rpc_socket_path(),
         Path::new("/run/reservoir/rpc.sock")
@@ -329,6 +330,32 @@ fn reactors() {
     );
     let (path, _) = field_error(&text("[-1]"));
     assert_eq!(path, "server.reactors[0]");
+}
+
+#[test]
+fn io_workers() {
+    let text = |n: &str| {
+        BASE.replace(
+            "data_dir = \"/srv/reservoir\"",
+            &format!("data_dir = \"/srv/reservoir\"\nio_workers = {n}"),
+        )
+    };
+    assert_eq!(
+        Config::from_toml_str(BASE).unwrap().server.io_workers,
+        DEFAULT_IO_WORKERS
+    );
+    assert_eq!(
+        Config::from_toml_str(&text("4")).unwrap().server.io_workers,
+        4
+    );
+    for bad in [0, MAX_IO_WORKERS + 1] {
+        assert_eq!(
+            single(&text(&bad.to_string())),
+            ("server.io_workers".into(), Problem::IoWorkers { got: bad })
+        );
+    }
+    let (path, _) = field_error(&text("-1"));
+    assert_eq!(path, "server.io_workers");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{
     Backend, ChapCredentials, Config, PortalConfig, ServerConfig, SnapshotConfig, TargetConfig,
-    VolumeConfig,
+    VolumeConfig, DEFAULT_IO_WORKERS, MAX_IO_WORKERS,
 };
 use crate::error::{ConfigError, FieldPath, Problem, TomlError, Violation};
 use crate::names::VolumeName;
@@ -55,6 +55,8 @@ struct RawServer {
     rpc_socket: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reactors: Option<Vec<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    io_workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -105,12 +107,14 @@ impl From<&Config> for RawConfig {
             data_dir,
             rpc_socket,
             reactors,
+            io_workers,
         } = config.server.clone();
         RawConfig {
             server: Some(RawServer {
                 data_dir: Some(data_dir),
                 rpc_socket,
                 reactors,
+                io_workers: Some(io_workers),
             }),
             portals: config.portals.clone(),
             volumes: config.volumes.iter().map(RawVolume::from).collect(),
@@ -213,6 +217,7 @@ fn check_server(check: &mut Checker, raw: Option<RawServer>) -> Option<ServerCon
         data_dir,
         rpc_socket,
         reactors,
+        io_workers,
     }) = raw
     else {
         check.report(path.field("data_dir"), Problem::MissingDataDir);
@@ -246,10 +251,18 @@ fn check_server(check: &mut Checker, raw: Option<RawServer>) -> Option<ServerCon
             );
         }
     }
+    let io_workers = io_workers.unwrap_or(DEFAULT_IO_WORKERS);
+    if !(1..=MAX_IO_WORKERS).contains(&io_workers) {
+        check.report(
+            path.field("io_workers"),
+            Problem::IoWorkers { got: io_workers },
+        );
+    }
     Some(ServerConfig {
         data_dir: data_dir?,
         rpc_socket,
         reactors,
+        io_workers,
     })
 }
 

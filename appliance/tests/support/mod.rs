@@ -113,6 +113,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// Addresses the daemon also listens on, at the same port as loopback.
     pub listen_also: Vec<std::net::IpAddr>,
+    /// `[server] io_workers`, when the test sets it.
+    pub io_workers: Option<usize>,
 }
 
 impl Config {
@@ -147,6 +149,12 @@ impl Config {
     /// Also listen on `address` (same port), e.g. the root end of a veth.
     pub fn listen_also(mut self, address: std::net::IpAddr) -> Self {
         self.listen_also.push(address);
+        self
+    }
+
+    /// Runs file and device I/O on `count` worker threads.
+    pub fn io_workers(mut self, count: usize) -> Self {
+        self.io_workers = Some(count);
         self
     }
 
@@ -193,7 +201,11 @@ impl Config {
     fn render(&self, root: &Path, port: u16) -> String {
         let mut toml = String::new();
         let data_dir = root.join("data");
-        writeln!(toml, "[server]\ndata_dir = {}\n", quoted(&data_dir)).unwrap();
+        writeln!(toml, "[server]\ndata_dir = {}", quoted(&data_dir)).unwrap();
+        if let Some(count) = self.io_workers {
+            writeln!(toml, "io_workers = {count}").unwrap();
+        }
+        toml.push('\n');
         writeln!(toml, "[[portal]]\nlisten = \"127.0.0.1:{port}\"\n").unwrap();
         for address in &self.listen_also {
             writeln!(toml, "[[portal]]\nlisten = \"{address}:{port}\"\n").unwrap();
@@ -309,6 +321,11 @@ impl Daemon {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The running daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon is running").id()
     }
 
     /// The scratch directory holding the config, the data dir, file volumes and the log.

@@ -9,7 +9,7 @@ use reservoir_iscsi::PortalContext;
 
 use crate::affinity;
 use crate::reactor::{Inbox, Message, Reactor, Slot};
-use crate::workers::{WorkerPool, WORKERS};
+use crate::workers::WorkerPool;
 use crate::ReactorError;
 
 /// What one reactor is doing, for `reservoir` status commands.
@@ -31,10 +31,12 @@ pub struct ReactorPool {
 
 impl ReactorPool {
     /// Binds every portal, then starts one reactor per core (`None`: every
-    /// core this process may use). Binding first means a busy port is
+    /// core this process may use) and `io_workers` threads for the block
+    /// I/O the reactors offload. Binding first means a busy port is
     /// reported before any thread starts.
     pub fn start(
         cores: Option<&[usize]>,
+        io_workers: usize,
         portals: &[SocketAddr],
         context: Arc<PortalContext>,
     ) -> Result<Self, ReactorError> {
@@ -84,7 +86,7 @@ impl ReactorPool {
         // Reactor 0 accepts; every reactor can hand a new connection to any other.
         let slots: Arc<[Slot]> = slots.into();
         workers
-            .start(WORKERS, slots.clone())
+            .start(io_workers.max(1), slots.clone())
             .map_err(|source| ReactorError::Workers { source })?;
         let mut threads = Vec::with_capacity(cores.len());
         let mut listeners = Some(listeners);

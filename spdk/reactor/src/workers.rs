@@ -8,8 +8,9 @@
 //! here: they run inline on the reactor.
 //!
 //! One pool serves every LUN of the appliance. Workers take jobs from one
-//! queue in arrival order, so the pool's size is the I/O depth the devices
-//! see in total.
+//! queue in arrival order, so the pool's size (the config's `io_workers`)
+//! is the I/O depth the devices see in total; idle workers only cost their
+//! stacks.
 
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -17,11 +18,6 @@ use std::thread::JoinHandle;
 use reservoir_iscsi::Offloaded;
 
 use crate::reactor::{Message, Slot};
-
-/// Workers in the pool: a queue depth of 32 on one LUN keeps every
-/// command of the initiator on the device at once (tgt also runs a pool
-/// of blocking workers per LUN); idle workers only cost their stacks.
-pub(crate) const WORKERS: usize = 32;
 
 /// One offloaded I/O and where its result goes.
 pub(crate) struct Job {

@@ -48,7 +48,7 @@ fn serve() -> (ReactorPool, SocketAddr) {
         1,
         vec![addr],
     ));
-    let pool = ReactorPool::start(Some(&[0]), &[addr], context).unwrap();
+    let pool = ReactorPool::start(Some(&[0]), 1, &[addr], context).unwrap();
     (pool, addr)
 }
 
