@@ -59,7 +59,7 @@ impl ReactorPool {
             })
             .collect::<Result<Vec<_>, ReactorError>>()?;
 
-        let mut workers = WorkerPool::new();
+        let mut workers = WorkerPool::new(io_workers);
         let mut reactors = Vec::with_capacity(cores.len());
         let mut slots = Vec::with_capacity(cores.len());
         for (index, &core) in cores.iter().enumerate() {
@@ -86,7 +86,7 @@ impl ReactorPool {
         // Reactor 0 accepts; every reactor can hand a new connection to any other.
         let slots: Arc<[Slot]> = slots.into();
         workers
-            .start(io_workers.max(1), slots.clone())
+            .start(slots.clone())
             .map_err(|source| ReactorError::Workers { source })?;
         let mut threads = Vec::with_capacity(cores.len());
         let mut listeners = Some(listeners);
