@@ -74,18 +74,33 @@ fn pattern(i: u32) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn many_commands_in_flight_on_a_file_volume_read_back_what_was_written() {
-    let daemon = file_daemon();
-    let mut session = login(&daemon, ISIDS[0]);
-    let writes: Vec<PipelinedOp> = (0..COMMANDS)
+/// A write of `pattern(i)` at `lba(i)` for each `i`.
+fn writes(blocks: impl Iterator<Item = u32>) -> Vec<PipelinedOp> {
+    blocks
         .map(|i| PipelinedOp::Write {
             lba: lba(i),
             data: pattern(i),
         })
-        .collect();
+        .collect()
+}
+
+/// A read of block run `i` for each `i`.
+fn reads(blocks: impl Iterator<Item = u32>) -> Vec<PipelinedOp> {
+    blocks
+        .map(|i| PipelinedOp::Read {
+            lba: lba(i),
+            blocks: BLOCKS,
+        })
+        .collect()
+}
+
+#[test]
+fn many_commands_in_flight_on_a_file_volume_read_back_what_was_written() {
+    let daemon = file_daemon();
+    let mut session = login(&daemon, ISIDS[0]);
+    let write_ops = writes(0..COMMANDS);
     let (outcomes, peak) = session
-        .pipelined(&writes, BLOCK, DEPTH)
+        .pipelined(&write_ops, BLOCK, DEPTH)
         .expect("pipelined writes");
     assert!(
         peak >= DEPTH,
@@ -95,15 +110,9 @@ fn many_commands_in_flight_on_a_file_volume_read_back_what_was_written() {
         assert_eq!(outcome.status, Outcome::GOOD, "write {i}: {outcome:?}");
     }
     // Reads in a different order from the writes, and two per block size.
-    let reads: Vec<PipelinedOp> = (0..COMMANDS)
-        .rev()
-        .map(|i| PipelinedOp::Read {
-            lba: lba(i),
-            blocks: BLOCKS,
-        })
-        .collect();
+    let read_ops = reads((0..COMMANDS).rev());
     let (outcomes, peak) = session
-        .pipelined(&reads, BLOCK, DEPTH)
+        .pipelined(&read_ops, BLOCK, DEPTH)
         .expect("pipelined reads");
     assert!(peak >= DEPTH, "only {peak} reads were outstanding at once");
     for (k, outcome) in outcomes.iter().enumerate() {
@@ -143,21 +152,11 @@ fn io_workers_bounds_the_file_io_threads() {
     let daemon = Daemon::start(&file_config().io_workers(2));
     assert_eq!(threads_named(daemon.pid(), "bdev-worker-"), 2);
     let mut session = login(&daemon, ISIDS[0]);
-    let writes: Vec<PipelinedOp> = (0..64)
-        .map(|i| PipelinedOp::Write {
-            lba: lba(i),
-            data: pattern(i),
-        })
-        .collect();
-    let (outcomes, _) = session.pipelined(&writes, BLOCK, DEPTH).expect("writes");
+    let write_ops = writes(0..64);
+    let (outcomes, _) = session.pipelined(&write_ops, BLOCK, DEPTH).expect("writes");
     assert!(outcomes.iter().all(|o| o.status == Outcome::GOOD));
-    let reads: Vec<PipelinedOp> = (0..64)
-        .map(|i| PipelinedOp::Read {
-            lba: lba(i),
-            blocks: BLOCKS,
-        })
-        .collect();
-    let (outcomes, _) = session.pipelined(&reads, BLOCK, DEPTH).expect("reads");
+    let read_ops = reads(0..64);
+    let (outcomes, _) = session.pipelined(&read_ops, BLOCK, DEPTH).expect("reads");
     for (i, outcome) in outcomes.iter().enumerate() {
         assert!(outcome.data_in == pattern(i as u32), "block run {i}");
     }
@@ -171,23 +170,13 @@ fn io_workers_bounds_the_file_io_threads() {
 fn sigterm_with_io_in_flight_exits_cleanly_and_keeps_acknowledged_data() {
     let mut daemon = file_daemon();
     let mut session = login(&daemon, ISIDS[0]);
-    let writes: Vec<PipelinedOp> = (0..COMMANDS)
-        .map(|i| PipelinedOp::Write {
-            lba: lba(i),
-            data: pattern(i),
-        })
-        .collect();
-    let (outcomes, _) = session.pipelined(&writes, BLOCK, DEPTH).expect("writes");
+    let write_ops = writes(0..COMMANDS);
+    let (outcomes, _) = session.pipelined(&write_ops, BLOCK, DEPTH).expect("writes");
     assert!(outcomes.iter().all(|o| o.status == Outcome::GOOD));
     // A burst of reads left unanswered on our side while the daemon stops.
-    let reads: Vec<PipelinedOp> = (0..DEPTH as u32)
-        .map(|i| PipelinedOp::Read {
-            lba: lba(i),
-            blocks: BLOCKS,
-        })
-        .collect();
+    let read_ops = reads(0..DEPTH as u32);
     let mut racing = login(&daemon, ISIDS[1]);
-    let reader = std::thread::spawn(move || racing.pipelined(&reads, BLOCK, DEPTH).is_ok());
+    let reader = std::thread::spawn(move || racing.pipelined(&read_ops, BLOCK, DEPTH).is_ok());
     std::thread::sleep(std::time::Duration::from_millis(20));
     let status = daemon.stop();
     assert!(
@@ -199,14 +188,9 @@ fn sigterm_with_io_in_flight_exits_cleanly_and_keeps_acknowledged_data() {
     drop(session);
     daemon.restart();
     let mut session = login(&daemon, ISIDS[0]);
-    let reads: Vec<PipelinedOp> = (0..COMMANDS)
-        .map(|i| PipelinedOp::Read {
-            lba: lba(i),
-            blocks: BLOCKS,
-        })
-        .collect();
+    let read_ops = reads(0..COMMANDS);
     let (outcomes, _) = session
-        .pipelined(&reads, BLOCK, DEPTH)
+        .pipelined(&read_ops, BLOCK, DEPTH)
         .expect("reads after restart");
     for (i, outcome) in outcomes.iter().enumerate() {
         assert!(
