@@ -50,16 +50,8 @@ fn threads_named(pid: u32, prefix: &str) -> usize {
 fn login(daemon: &Daemon, isid: [u8; 6]) -> RawSession {
     let portal = SocketAddr::from(([127, 0, 0, 1], daemon.port()));
     let mut session = RawSession::login(portal, INITIATOR_1, isid, IQN).expect("raw login");
-    // The new nexus's POWER ON unit attention.
-    for _ in 0..4 {
-        let outcome = session
-            .execute(&raw_iscsi::TEST_UNIT_READY, 0)
-            .expect("TEST UNIT READY");
-        if outcome.status == Outcome::GOOD {
-            return session;
-        }
-    }
-    panic!("unit attention never cleared");
+    session.clear_unit_attentions().expect("unit attentions");
+    session
 }
 
 /// Block `i`'s LBA: scattered over the volume, never overlapping.

@@ -586,21 +586,6 @@ fn register_and_move_refusals() {
     assert_eq!(keys, vec![KEY_A, KEY_B]);
 }
 
-/// Takes the unit attentions a fresh login starts with, on a raw session.
-fn drain_raw_unit_attentions(session: &mut RawSession) {
-    for _ in 0..8 {
-        let outcome = session
-            .execute(&raw_iscsi::TEST_UNIT_READY, 0)
-            .expect("TEST UNIT READY");
-        match outcome.sense {
-            None if outcome.status == Outcome::GOOD => return,
-            Some((0x6, _, _)) => {}
-            _ => panic!("TEST UNIT READY: {outcome:?}"),
-        }
-    }
-    panic!("unit attentions never cleared");
-}
-
 /// PREEMPT AND ABORT while the victim has writes in flight (SPC-4
 /// 5.13.11.4.4, 5.13.11.5): the victim's WRITEs wait on the target for their
 /// solicited data while the fencer preempts and aborts the victim's key.
@@ -628,7 +613,7 @@ fn preempt_and_abort_ends_the_victims_commands_in_flight() {
     let portal = std::net::SocketAddr::from(([127, 0, 0, 1], daemon.port()));
     let isid = VICTIM_ISID.parse::<Isid>().expect("ISID").bytes();
     let mut victim = RawSession::login(portal, INITIATOR_1, isid, IQN).expect("raw login");
-    drain_raw_unit_attentions(&mut victim);
+    victim.clear_unit_attentions().expect("unit attentions");
 
     // Two WRITE (10)s, each held at its R2T: in flight on the target.
     let new = vec![0xee; 8 * BLOCK as usize];

@@ -481,6 +481,20 @@ impl RawSession {
 
     /// A command without data-out (TEST UNIT READY, READ (10), …) expecting
     /// up to `data_in_len` bytes.
+    /// Takes the unit attentions a new I_T nexus starts with (power-on
+    /// reset, SPC-4 5.14), so the next command sees the LUN itself.
+    pub fn clear_unit_attentions(&mut self) -> io::Result<()> {
+        for _ in 0..8 {
+            let outcome = self.execute(&TEST_UNIT_READY, 0)?;
+            match outcome.sense {
+                None if outcome.status == Outcome::GOOD => return Ok(()),
+                Some((0x6, _, _)) => {}
+                _ => return Err(protocol(format!("TEST UNIT READY: {outcome:?}"))),
+            }
+        }
+        Err(protocol("unit attentions never cleared"))
+    }
+
     pub fn execute(&mut self, cdb: &[u8], data_in_len: u32) -> io::Result<Outcome> {
         let itt = self.command(cdb, false, data_in_len)?;
         self.complete(itt, None, data_in_len)
