@@ -135,9 +135,10 @@ pub fn draw(data: &ChartData, path: &Path) -> Result<PathBuf> {
     let mut chart = ChartBuilder::on(&root)
         .caption(&data.title, ("sans-serif", 22))
         .margin(12)
-        .x_label_area_size(36)
+        .x_label_area_size(48)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..groups, 0.0..max * 1.15)
+        // Headroom above the tallest bar for the legend.
+        .build_cartesian_2d(0.0..groups, 0.0..max * 1.4)
         .map_err(plot)?;
     chart
         .configure_mesh()
@@ -164,12 +165,15 @@ pub fn draw(data: &ChartData, path: &Path) -> Result<PathBuf> {
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
         .draw()
         .map_err(plot)?;
-    // Workload names centred under each group of bars.
+    // Workload names centred under each group of bars, on as many lines
+    // as it takes to stay within the group's width.
+    let per_line = (900.0 / groups / 8.0) as usize;
     for (i, name) in data.workloads.iter().enumerate() {
         let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
         let style = TextStyle::from(("sans-serif", 13).into_font()).pos(
@@ -178,11 +182,33 @@ pub fn draw(data: &ChartData, path: &Path) -> Result<PathBuf> {
                 plotters::style::text_anchor::VPos::Top,
             ),
         );
-        root.draw(&Text::new(name.to_string(), (x, y + 8), style))
+        for (line, text) in wrap(name, per_line).iter().enumerate() {
+            root.draw(&Text::new(
+                text.clone(),
+                (x, y + 8 + 15 * line as i32),
+                &style,
+            ))
             .map_err(plot)?;
+        }
     }
     root.present().map_err(plot)?;
     Ok(path.to_owned())
+}
+
+/// `text` in lines of at most `width` characters, broken between words (a
+/// longer word gets a line of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.len() + 1 + word.len() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -213,6 +239,16 @@ mod tests {
                 target_peak_rss_kib: 0,
             }],
         }
+    }
+
+    #[test]
+    fn long_workload_names_wrap_between_words() {
+        assert_eq!(
+            wrap("4k randread qd32 x4 sessions", 18),
+            ["4k randread qd32", "x4 sessions"]
+        );
+        assert_eq!(wrap("4k randread qd1", 18), ["4k randread qd1"]);
+        assert_eq!(wrap("unbreakable-name", 4), ["unbreakable-name"]);
     }
 
     #[test]
