@@ -183,11 +183,14 @@ impl Lun {
             .compare_exchange(by.0, 0, Ordering::AcqRel, Ordering::Acquire);
     }
 
-    /// LOGICAL UNIT RESET (SAM-5 7.7): SPC-2 reservation released, mode
+    /// LOGICAL UNIT RESET (SAM-5 7.7): every nexus's tasks on the LU are
+    /// aborted (other nexuses' end with TASK ABORTED, TAS = 1; transfers
+    /// already running end first), SPC-2 reservation released, mode
     /// parameters back to their defaults, and BUS DEVICE RESET FUNCTION
     /// OCCURRED to every nexus — the issuer's included, since a multipath
     /// host learns of the reset on each of its paths that way.
     pub(crate) fn reset(&self) {
+        self.persistent.abort_tasks(|_| true);
         self.reserved_by.store(0, Ordering::Release);
         self.write_cache
             .store(self.geometry().volatile_cache, Ordering::Relaxed);

@@ -307,13 +307,20 @@ impl Persistent {
         for (reason, audience) in by_reason.into_values() {
             events.publish(reason, Audience::Named(audience));
         }
-        if fx.abort_tasks_of.is_empty() {
-            return;
+        if !fx.abort_tasks_of.is_empty() {
+            self.abort_tasks(|identity| fx.abort_tasks_of.iter().any(|n| names(n, identity)));
         }
+    }
+
+    /// Aborts the tasks of every nexus `of` picks: their commands that have
+    /// not reached the medium end with TASK ABORTED (TAS = 1), and this
+    /// returns once the transfers already running have ended, so nothing
+    /// of theirs lands afterwards.
+    pub(crate) fn abort_tasks(&self, of: impl Fn(&PrNexus) -> bool) {
         let mut list = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
         list.retain(|(_, e)| e.strong_count() > 0);
         for (identity, epoch) in list.iter() {
-            if fx.abort_tasks_of.iter().any(|n| names(n, identity)) {
+            if of(identity) {
                 if let Some(epoch) = epoch.upgrade() {
                     epoch.fetch_add(1, Ordering::AcqRel);
                 }

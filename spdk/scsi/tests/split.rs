@@ -269,3 +269,35 @@ fn preempt_and_abort_ends_a_started_io_with_task_aborted() {
         .iter()
         .all(|&b| b == 0));
 }
+
+/// LOGICAL UNIT RESET aborts the tasks of every nexus on the LU (SAM-5
+/// 7.7): another nexus's write that passed the gate ends with TASK ABORTED
+/// (TAS = 1) and never reaches the medium; a reset of another LUN, or a
+/// command started after the reset, is untouched.
+#[test]
+fn a_lun_reset_ends_other_nexuses_started_io_with_task_aborted() {
+    let f = offloaded_fixture(Opts::default());
+    let mut a = f.nexus("iqn.a");
+    let cmd = f.device.parse(1, &cdb10(0x2A, 0, 5, 1)).unwrap();
+    let data = pattern(9, BS);
+    let mut data_in = AlignedBuf::new();
+    let Started::Io(io) = f.device.start(&mut a, &cmd, &data, &mut data_in) else {
+        panic!("a write on an offloading LUN is offloaded");
+    };
+    assert!(f.device.lun_reset(2).is_err(), "no LUN 2");
+    assert!(!io.aborted());
+    f.device.lun_reset(1).unwrap();
+    assert!(io.aborted());
+    assert_eq!(io.run(&data, &mut data_in).status, Status::TaskAborted);
+    assert!(f.bdev.data.lock().unwrap()[5 * BS..6 * BS]
+        .iter()
+        .all(|&b| b == 0));
+    // The reset's unit attention, then a write that runs.
+    let (c, _) = f.run(&mut a, 1, &cdb10(0x2A, 0, 5, 1), &data);
+    assert_eq!(c.status, Status::CheckCondition);
+    let Started::Io(io) = f.device.start(&mut a, &cmd, &data, &mut data_in) else {
+        panic!("a write on an offloading LUN is offloaded");
+    };
+    assert_good(&io.run(&data, &mut data_in));
+    assert_eq!(f.bdev.data.lock().unwrap()[5 * BS..6 * BS], data[..]);
+}
