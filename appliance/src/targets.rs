@@ -136,7 +136,8 @@ impl TargetRegistry {
 
     /// `snapshot unexport`: new logins to the target are refused; sessions
     /// already logged in keep reading until they log out.
-    pub fn unexport_snapshot(&self, volume: &str, snapshot: &str) -> Result<()> {
+    /// Stops serving `volume@snapshot`; returns the target name it had.
+    pub fn unexport_snapshot(&self, volume: &str, snapshot: &str) -> Result<String> {
         let mut exports = self.exports.lock().expect("exports lock");
         let Some(at) = exports
             .iter()
@@ -151,7 +152,7 @@ impl TargetRegistry {
             .lock()
             .expect("target views lock")
             .retain(|v| v.iqn != export.iqn);
-        Ok(())
+        Ok(export.iqn)
     }
 
     /// Serves again the exports recorded before the last stop. An export

@@ -95,6 +95,11 @@ fn snapshot_commands_and_a_read_only_export() {
         .status
         .success());
     cli_json(&daemon, &["snapshot", "unexport", "vol0", "s1"]);
+    // Its sessions end with the export (at the connections' next timer
+    // tick), and the target no longer takes logins.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(reader.read(0, 1, BLOCK).is_err(), "the session was closed");
+    assert!(reader.reconnect().is_err(), "the target is gone");
     cli_json(&daemon, &["snapshot", "delete", "vol0", "s1"]);
     let list = cli_json(&daemon, &["snapshot", "list", "vol0"]);
     assert_eq!(list["snapshots"], serde_json::json!([]));

@@ -208,13 +208,15 @@ impl Api {
                     .clear(&p.volume)
                     .map_err(|e| RpcError::failed(&e.into()))
             }
-            other => super::snapshots::call(&self.volumes, &self.targets, other, params)
-                .unwrap_or_else(|| {
-                    Err(RpcError::new(
-                        protocol::METHOD_NOT_FOUND,
-                        format!("no method {other:?}; see docs/rpc.md for the list"),
-                    ))
-                }),
+            other => {
+                super::snapshots::call(&self.volumes, &self.targets, &self.sessions, other, params)
+                    .unwrap_or_else(|| {
+                        Err(RpcError::new(
+                            protocol::METHOD_NOT_FOUND,
+                            format!("no method {other:?}; see docs/rpc.md for the list"),
+                        ))
+                    })
+            }
         }
     }
 

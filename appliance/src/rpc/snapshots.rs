@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use reservoir_iscsi::Sessions;
 use reservoir_snapshot::{ChangeMethod, SnapshotInfo};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -41,10 +42,15 @@ struct ExportParams {
 pub(super) fn call(
     volumes: &Volumes,
     targets: &TargetRegistry,
+    sessions: &Sessions,
     method: &str,
     params: Value,
 ) -> Option<Result<Value, RpcError>> {
-    let snapshots = Snapshots { volumes, targets };
+    let snapshots = Snapshots {
+        volumes,
+        targets,
+        sessions,
+    };
     Some(match method {
         "snapshot_create" => parse(params).and_then(|p| snapshots.create(p)),
         "snapshot_list" => parse(params).and_then(|p| snapshots.list(p)),
@@ -60,6 +66,7 @@ pub(super) fn call(
 struct Snapshots<'a> {
     volumes: &'a Volumes,
     targets: &'a TargetRegistry,
+    sessions: &'a Sessions,
 }
 
 fn failed(error: impl Into<anyhow::Error>) -> RpcError {
@@ -151,10 +158,16 @@ impl Snapshots<'_> {
         Ok(serde_json::to_value(view).expect("views serialize"))
     }
 
+    /// Stops serving the snapshot's target and ends the sessions still
+    /// logged in to it, so that nobody reads a snapshot that may be
+    /// deleted next.
     fn unexport(&self, p: SnapshotParams) -> Result<Value, RpcError> {
-        self.targets
+        let iqn = self
+            .targets
             .unexport_snapshot(&p.volume, &p.name)
             .map_err(failed)?;
+        let closed = self.sessions.close_target(&iqn);
+        tracing::info!(%iqn, closed, "snapshot unexported; its sessions closed");
         Ok(json!(true))
     }
 }

@@ -239,7 +239,7 @@ impl Connection {
                 }
             }
             Phase::FullFeature(session) => {
-                if session.handle.reinstated() {
+                if session.handle.told_to_close() {
                     self.tx.close(Closing::Now);
                     return;
                 }

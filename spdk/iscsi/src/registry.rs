@@ -39,7 +39,8 @@ pub struct SessionInfo {
 #[derive(Debug)]
 struct Entry {
     info: SessionInfo,
-    /// Set to ask the owning connection to close (it was reinstated).
+    /// Set to ask the owning connection to close (it was reinstated, or
+    /// its target is no longer served).
     close: Arc<AtomicBool>,
 }
 
@@ -116,6 +117,26 @@ impl Sessions {
         })
     }
 
+    /// Ends every session with target `iqn` (a target no longer served):
+    /// each is removed and its connection told to close, at its next timer
+    /// tick. Returns how many there were.
+    pub fn close_target(&self, iqn: &str) -> usize {
+        let mut t = self.lock();
+        let before = t.entries.len();
+        t.entries.retain(|_, e| {
+            let ours = e
+                .info
+                .target
+                .as_deref()
+                .is_some_and(|target| target.eq_ignore_ascii_case(iqn));
+            if ours {
+                e.close.store(true, Ordering::Release);
+            }
+            !ours
+        });
+        before - t.entries.len()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -134,8 +155,9 @@ impl SessionHandle {
         self.tsih
     }
 
-    /// True once a newer login reinstated this session.
-    pub fn reinstated(&self) -> bool {
+    /// True once the session must end: a newer login reinstated it, or
+    /// its target is no longer served.
+    pub fn told_to_close(&self) -> bool {
         self.close.load(Ordering::Acquire)
     }
 }
@@ -177,8 +199,8 @@ mod tests {
         let b = s.register(info(2)).unwrap();
         assert_ne!(a.tsih(), b.tsih());
         let a2 = s.register(info(1)).unwrap();
-        assert!(a.reinstated());
-        assert!(!b.reinstated());
+        assert!(a.told_to_close());
+        assert!(!b.told_to_close());
         assert_eq!(s.list().len(), 2);
         drop(a);
         assert_eq!(s.list().len(), 2);
@@ -186,5 +208,28 @@ mod tests {
         drop(b);
         assert!(s.list().is_empty());
         assert_eq!(Isid([0, 1, 2, 3, 4, 0xab]).to_string(), "0001020304ab");
+    }
+
+    #[test]
+    fn closing_a_target_ends_its_sessions_only() {
+        let s = Arc::new(Sessions::new());
+        let a = s.register(info(1)).unwrap();
+        let other = s
+            .register(SessionInfo {
+                target: Some("iqn.other".into()),
+                ..info(2)
+            })
+            .unwrap();
+        let discovery = s
+            .register(SessionInfo {
+                target: None,
+                ..info(3)
+            })
+            .unwrap();
+        assert_eq!(s.close_target("IQN.T"), 1);
+        assert!(a.told_to_close());
+        assert!(!other.told_to_close() && !discovery.told_to_close());
+        assert_eq!(s.list().len(), 2);
+        assert_eq!(s.close_target("iqn.t"), 0);
     }
 }
