@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use reservoir_iscsi::{Access, TargetNode, Targets};
-use reservoir_scsi::{Device, Lun, LunIdentity, LunOptions, TargetPort};
+use reservoir_scsi::{Lun, LunIdentity, LunOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::store;
@@ -81,15 +81,8 @@ impl TargetRegistry {
 
     /// Serves `luns` as target `iqn`.
     pub fn add(&self, iqn: &str, luns: Vec<(u64, Arc<Lun>)>, access: Access, view: TargetView) {
-        let port = TargetPort {
-            name: format!("{iqn},t,0x{PORTAL_GROUP_TAG:04x}"),
-            relative_id: 1,
-        };
-        self.nodes.insert(TargetNode {
-            iqn: iqn.to_owned(),
-            device: Arc::new(Device::new(iqn, luns, port)),
-            access,
-        });
+        self.nodes
+            .insert(TargetNode::new(iqn, luns, access, PORTAL_GROUP_TAG));
         self.views.lock().expect("target views lock").push(view);
     }
 

@@ -5,13 +5,36 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use reservoir_scsi::Device;
+use reservoir_scsi::{Device, Lun, TargetPort};
 
 /// One iSCSI target node: a name, its logical units, who may log in.
 pub struct TargetNode {
     pub iqn: String,
     pub device: Arc<Device>,
     pub access: Access,
+}
+
+impl TargetNode {
+    /// Target `iqn` serving `luns` (LUN number, unit) through one SCSI
+    /// target port, named the way RFC 7143 names an iSCSI target port:
+    /// the iSCSI name, ",t,0x" and the portal group tag in hex.
+    pub fn new(
+        iqn: impl Into<String>,
+        luns: Vec<(u64, Arc<Lun>)>,
+        access: Access,
+        portal_group_tag: u16,
+    ) -> TargetNode {
+        let iqn = iqn.into();
+        let port = TargetPort {
+            name: format!("{iqn},t,0x{portal_group_tag:04x}"),
+            relative_id: 1,
+        };
+        TargetNode {
+            device: Arc::new(Device::new(&iqn, luns, port)),
+            iqn,
+            access,
+        }
+    }
 }
 
 impl fmt::Debug for TargetNode {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use reservoir_bdev::{BlockCount, BlockSize, MallocBdev};
-use reservoir_scsi::{Device, Lun, LunIdentity, LunOptions, TargetPort};
+use reservoir_bdev::{Bdev, BlockCount, BlockSize, MallocBdev};
+use reservoir_scsi::{Lun, LunIdentity, LunOptions};
 
 use crate::login::{chap_response, decode_binary, encode_hex, keys};
 use crate::pdu::Digests;
@@ -21,8 +21,8 @@ const INITIATOR: &str = "iqn.2026-01.io.test:host1";
 const ISID: [u8; 6] = [0x80, 0, 0, 0, 0, 1];
 const BLOCK: usize = 512;
 
-fn device() -> Arc<Device> {
-    let bdev = Arc::new(MallocBdev::new("vol0", BlockSize::B512, BlockCount(2048)).unwrap());
+/// Target `iqn` with `bdev` as LUN 0.
+fn node(iqn: &str, bdev: Arc<dyn Bdev>, access: Access) -> TargetNode {
     let options = LunOptions {
         read_only: false,
         identity: LunIdentity {
@@ -31,12 +31,11 @@ fn device() -> Arc<Device> {
         },
         reservations: None,
     };
-    let lun = Arc::new(Lun::new(bdev, options));
-    let port = TargetPort {
-        name: format!("{TARGET},t,0x0001"),
-        relative_id: 1,
-    };
-    Arc::new(Device::new(TARGET, vec![(0, lun)], port))
+    TargetNode::new(iqn, vec![(0, Arc::new(Lun::new(bdev, options)))], access, 1)
+}
+
+fn ram() -> Arc<dyn Bdev> {
+    Arc::new(MallocBdev::new("vol0", BlockSize::B512, BlockCount(2048)).unwrap())
 }
 
 fn portal() -> SocketAddr {
@@ -45,19 +44,15 @@ fn portal() -> SocketAddr {
 
 fn context(access: Access) -> Arc<PortalContext> {
     let targets = Arc::new(Targets::new());
-    targets.insert(TargetNode {
-        iqn: TARGET.into(),
-        device: device(),
-        access,
-    });
-    targets.insert(TargetNode {
-        iqn: OTHER.into(),
-        device: device(),
-        access: Access {
+    targets.insert(node(TARGET, ram(), access));
+    targets.insert(node(
+        OTHER,
+        ram(),
+        Access {
             allowed_initiators: Some(vec!["iqn.2026-01.io.test:other".into()]),
             ..Access::default()
         },
-    });
+    ));
     Arc::new(PortalContext::new(
         targets,
         Arc::new(Sessions::new()),
@@ -1098,11 +1093,11 @@ fn login_text_split_over_pdus_with_c_bit() {
 fn long_text_response_is_continued() {
     let ctx = context(Access::default());
     for n in 0..40 {
-        ctx.targets.insert(TargetNode {
-            iqn: format!("iqn.2026-01.io.reservoir:many-volumes-with-long-names-{n:03}"),
-            device: device(),
-            access: Access::default(),
-        });
+        ctx.targets.insert(node(
+            &format!("iqn.2026-01.io.reservoir:many-volumes-with-long-names-{n:03}"),
+            ram(),
+            Access::default(),
+        ));
     }
     let mut i = Init::new(ctx);
     i.login(

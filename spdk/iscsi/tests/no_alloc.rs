@@ -15,7 +15,7 @@ use reservoir_bdev::{
     Bdev, BdevError, BlockCount, BlockSize, Durability, Geometry, Lba, MallocBdev, Provisioning,
 };
 use reservoir_iscsi::{Access, Connection, PortalContext, Sessions, TargetNode, Targets};
-use reservoir_scsi::{Device, Lun, LunIdentity, LunOptions, TargetPort};
+use reservoir_scsi::{Lun, LunIdentity, LunOptions};
 
 /// Counts the allocations of the thread that armed it, so the test
 /// harness's other threads do not disturb the count.
@@ -132,17 +132,14 @@ fn context(offload: bool) -> Arc<PortalContext> {
         },
         reservations: None,
     };
-    let port = TargetPort {
-        name: format!("{TARGET},t,0x0001"),
-        relative_id: 1,
-    };
     let lun = Arc::new(Lun::new(bdev, options));
     let targets = Arc::new(Targets::new());
-    targets.insert(TargetNode {
-        iqn: TARGET.into(),
-        device: Arc::new(Device::new(TARGET, vec![(0, lun)], port)),
-        access: Access::default(),
-    });
+    targets.insert(TargetNode::new(
+        TARGET,
+        vec![(0, lun)],
+        Access::default(),
+        1,
+    ));
     let portal: SocketAddr = "192.0.2.1:3260".parse().unwrap();
     Arc::new(PortalContext::new(
         targets,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use reservoir_bdev::{BlockCount, BlockSize, MallocBdev};
 use reservoir_iscsi::{Access, PortalContext, Sessions, TargetNode, Targets};
 use reservoir_reactor::ReactorPool;
-use reservoir_scsi::{Device, Lun, LunIdentity, LunOptions, TargetPort};
+use reservoir_scsi::{Lun, LunIdentity, LunOptions};
 
 const TARGET: &str = "iqn.2026-01.io.test:held";
 const BLOCK: usize = 512;
@@ -26,17 +26,14 @@ fn serve() -> (ReactorPool, SocketAddr) {
         },
         reservations: None,
     };
-    let port = TargetPort {
-        name: format!("{TARGET},t,0x0001"),
-        relative_id: 1,
-    };
-    let device = Device::new(TARGET, vec![(0, Arc::new(Lun::new(bdev, options)))], port);
+    let lun = Arc::new(Lun::new(bdev, options));
     let targets = Arc::new(Targets::new());
-    targets.insert(TargetNode {
-        iqn: TARGET.into(),
-        device: Arc::new(device),
-        access: Access::default(),
-    });
+    targets.insert(TargetNode::new(
+        TARGET,
+        vec![(0, lun)],
+        Access::default(),
+        1,
+    ));
     // A free port: bound, released, then bound by the pool.
     let addr = TcpListener::bind("127.0.0.1:0")
         .unwrap()

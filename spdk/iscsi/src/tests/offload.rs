@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use reservoir_bdev::{Bdev, BdevError, Durability, Geometry, Lba, Provisioning};
+use reservoir_bdev::{BdevError, Durability, Geometry, Lba, Provisioning};
 
 use super::*;
 use crate::Finished;
@@ -65,25 +65,8 @@ fn context_over(offload: bool) -> Arc<PortalContext> {
         true => Arc::new(Slow(malloc)),
         false => Arc::new(malloc),
     };
-    let options = LunOptions {
-        read_only: false,
-        identity: LunIdentity {
-            serial: "RSV0".into(),
-            naa: [0x60; 16],
-        },
-        reservations: None,
-    };
-    let port = TargetPort {
-        name: format!("{TARGET},t,0x0001"),
-        relative_id: 1,
-    };
-    let device = Device::new(TARGET, vec![(0, Arc::new(Lun::new(bdev, options)))], port);
     let targets = Arc::new(Targets::new());
-    targets.insert(TargetNode {
-        iqn: TARGET.into(),
-        device: Arc::new(device),
-        access: Access::default(),
-    });
+    targets.insert(node(TARGET, bdev, Access::default()));
     Arc::new(PortalContext::new(
         targets,
         Arc::new(Sessions::new()),
